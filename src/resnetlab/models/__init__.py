@@ -1,0 +1,16 @@
+"""Network definitions: pure nn.Modules and the registry that names them."""
+
+from . import resnet  # noqa: F401  (registers the ResNet family)
+from .registry import ModelInfo, create_model, list_models, model_info, register_model, register_variant
+from .resnet import ResNet, ResNetConfig
+
+__all__ = [
+    "ModelInfo",
+    "ResNet",
+    "ResNetConfig",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+    "register_variant",
+]

@@ -1,0 +1,506 @@
+"""The ResNet family: one config, one network class, two block types.
+
+Covers, by configuration alone:
+  - ResNet v1 (He et al. 2015, "Deep Residual Learning"): post-activation, x -> relu(x + F(x)).
+  - ResNet v2 (He et al. 2016, "Identity Mappings"): pre-activation, x -> x + F(x), F = BN-ReLU-conv ...
+  - shortcut options A / B / C, and `plain=True`: the same network with no shortcut at all.
+  - ImageNet (7x7/2 stem + max-pool, 4 stages) and CIFAR (3x3 stem, 3 stages of 16/32/64) layouts.
+  - ResNeXt (groups, width per group), Wide ResNet (width multiplier, or a wider bottleneck),
+    ResNet-D (deep stem, average-pool shortcut), SE blocks, stochastic depth, residual scaling.
+
+State-dict keys follow torchvision (conv1, bn1, layer1..4, downsample.0/1, fc) so its weights load.
+The model interface follows timm: forward_features, forward_head, reset_classifier, num_features,
+feature_info, and features_only=True for a backbone returning every stage's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .layers import SHORTCUTS, SqueezeExcite, ZeroPadShortcut, conv, drop_path, make_act, make_norm, make_shortcut
+from .registry import register_variant
+
+STEMS = ("imagenet", "cifar", "deep")
+BLOCKS = ("basic", "bottleneck")
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Everything that defines a network of the family; a named variant is a dict of these fields."""
+
+    block: str = "basic"  # "basic" (two 3x3 convs) or "bottleneck" (1x1 - 3x3 - 1x1, expansion 4)
+    depths: tuple[int, ...] = (2, 2, 2, 2)  # blocks per stage
+    widths: tuple[int, ...] = (64, 128, 256, 512)  # base width per stage (bottleneck output is 4x this)
+    stem: str = "imagenet"  # "imagenet" 7x7/2 + max-pool, "cifar" 3x3/1, "deep" three 3x3 (ResNet-C/D)
+    stem_width: int = 64  # channels out of the stem
+    shortcut: str = "B"  # "A", "B" or "C" (see layers.py)
+    preact: bool = False  # pre-activation (v2) blocks
+    plain: bool = False  # no shortcuts at all: the plain twin
+    groups: int = 1  # ResNeXt cardinality (bottleneck only)
+    width_per_group: int = 64  # bottleneck inner width = int(width * width_per_group / 64) * groups
+    width_mult: float = 1.0  # Wide ResNet k: every stage width is multiplied by it
+    kernel_size: int = 3
+    act: str = "relu"
+    norm: bool = True  # batch norm on or off
+    dropout: float = 0.0  # dropout between the convolutions of a block (as in Wide ResNet)
+    residual_scale: float = 1.0  # y = x + s * F(x)
+    zero_init_last: bool = False  # zero the last BN (v2: last conv) of every residual branch
+    se_reduction: int = 0  # > 0 adds a Squeeze-and-Excitation module with this reduction to every block
+    avg_down: bool = False  # ResNet-D shortcut: average-pool, then 1x1 conv
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this rate at the last block
+    drop_rate: float = 0.0  # dropout before the classifier
+    in_chans: int = 3
+    num_classes: int = 1000  # 0 builds no classifier (features only)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field and what would work."""
+        if self.block not in BLOCKS:
+            raise ConfigError(f"block={self.block!r} is unknown; use 'basic' or 'bottleneck'")
+        if self.stem not in STEMS:
+            raise ConfigError(f"stem={self.stem!r} is unknown; use one of {', '.join(STEMS)}")
+        if self.shortcut not in SHORTCUTS:
+            raise ConfigError(f"shortcut={self.shortcut!r} is unknown; use 'A', 'B' or 'C'")
+        if not self.depths or len(self.depths) != len(self.widths) or min(self.depths) < 1:
+            raise ConfigError(f"depths={self.depths} and widths={self.widths} need one positive depth per width")
+        if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
+            raise ConfigError("groups and width_per_group apply to bottleneck blocks only; use block='bottleneck'")
+        if self.kernel_size % 2 == 0 or self.kernel_size < 1:
+            raise ConfigError(f"kernel_size={self.kernel_size} must be odd so that padding keeps the size")
+        if self.plain and self.zero_init_last:
+            raise ConfigError("zero_init_last would silence every block of a plain network; it needs shortcuts")
+        for name in ("dropout", "drop_path_rate", "drop_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.in_chans < 1 or self.num_classes < 0:
+            raise ConfigError(f"in_chans={self.in_chans} must be >= 1 and num_classes={self.num_classes} >= 0")
+        make_act(self.act)  # raises for an unknown name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ResNetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown ResNet argument(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**values)
+
+
+@dataclass
+class BlockArgs:
+    """What one block needs to know beyond its channel counts."""
+
+    cfg: ResNetConfig
+    stride: int = 1
+    drop_path: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ResidualBlock(nn.Module):
+    """What every block shares: the shortcut, SE, stochastic depth, scaling and the final sum.
+
+    Subclasses build their convolutions and define `residual(x) -> (F(x), input for a projection)`.
+    """
+
+    expansion = 1
+
+    def _common(self, in_ch: int, out_ch: int, args: BlockArgs) -> None:
+        cfg = args.cfg
+        self.preact, self.plain, self.scale, self.drop_path_rate = (
+            cfg.preact,
+            cfg.plain,
+            cfg.residual_scale,
+            args.drop_path,
+        )
+        self.act = make_act(cfg.act)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.se = SqueezeExcite(out_ch, cfg.se_reduction) if cfg.se_reduction else None
+        self.downsample = (
+            None
+            if cfg.plain
+            else make_shortcut(cfg.shortcut, in_ch, out_ch, args.stride, cfg.norm, cfg.preact, cfg.avg_down)
+        )
+
+    def residual(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def last_layer(self) -> nn.Module:
+        """The layer that ends the residual branch (zeroed by zero_init_last)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, pre = self.residual(x)
+        if self.se is not None:
+            out = self.se(out)
+        if self.plain:  # no shortcut: v1 still ends in its activation, v2 hands the branch on as it is
+            return out if self.preact else self.act(out)
+        if self.downsample is None:
+            shortcut = x
+        elif isinstance(self.downsample, ZeroPadShortcut):
+            shortcut = self.downsample(x)  # option A pads the raw input, in v1 and v2 alike
+        else:
+            shortcut = self.downsample(pre)  # v2 projects the normalised input (He et al. 2016)
+        out = drop_path(out, self.drop_path_rate, self.training)
+        if self.scale != 1.0:
+            out = out * self.scale
+        out = shortcut + out
+        return out if self.preact else self.act(out)
+
+
+class BasicBlock(ResidualBlock):
+    """Two kxk convolutions. v1: conv-BN-act-conv-BN, add, act. v2: BN-act-conv-BN-act-conv, add."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, args: BlockArgs) -> None:
+        super().__init__()
+        cfg, out_ch = args.cfg, width * self.expansion
+        k, bias = cfg.kernel_size, not cfg.norm
+        # v2 normalises the block input (in_ch) first; v1 normalises each conv output.
+        self.conv1 = conv(in_ch, width, k, stride=args.stride, bias=bias)
+        self.bn1 = make_norm(in_ch if cfg.preact else width, cfg.norm)
+        self.conv2 = conv(width, out_ch, k, bias=bias)
+        self.bn2 = make_norm(width if cfg.preact else out_ch, cfg.norm)
+        self._common(in_ch, out_ch, args)
+
+    def residual(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.preact:
+            pre = self.act(self.bn1(x))
+            return self.conv2(self.drop(self.act(self.bn2(self.conv1(pre))))), pre
+        out = self.drop(self.act(self.bn1(self.conv1(x))))
+        return self.bn2(self.conv2(out)), x
+
+    def last_layer(self) -> nn.Module:
+        return self.conv2 if self.preact or not isinstance(self.bn2, nn.BatchNorm2d) else self.bn2
+
+
+class Bottleneck(ResidualBlock):
+    """1x1 reduce - kxk (stride, groups) - 1x1 expand x4. Stride on the kxk conv (torchvision's v1.5)."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, args: BlockArgs) -> None:
+        super().__init__()
+        cfg, out_ch = args.cfg, width * self.expansion
+        inner = int(width * cfg.width_per_group / 64) * cfg.groups
+        k, bias = cfg.kernel_size, not cfg.norm
+        self.conv1 = conv(in_ch, inner, 1, bias=bias)
+        self.bn1 = make_norm(in_ch if cfg.preact else inner, cfg.norm)
+        self.conv2 = conv(inner, inner, k, stride=args.stride, groups=cfg.groups, bias=bias)
+        self.bn2 = make_norm(inner, cfg.norm)
+        self.conv3 = conv(inner, out_ch, 1, bias=bias)
+        self.bn3 = make_norm(inner if cfg.preact else out_ch, cfg.norm)
+        self._common(in_ch, out_ch, args)
+
+    def residual(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.preact:
+            pre = self.act(self.bn1(x))
+            out = self.act(self.bn2(self.conv1(pre)))
+            out = self.drop(self.act(self.bn3(self.conv2(out))))
+            return self.conv3(out), pre
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.drop(self.act(self.bn2(self.conv2(out))))
+        return self.bn3(self.conv3(out)), x
+
+    def last_layer(self) -> nn.Module:
+        return self.conv3 if self.preact or not isinstance(self.bn3, nn.BatchNorm2d) else self.bn3
+
+
+BLOCK_TYPES: dict[str, type[ResidualBlock]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Module):
+    """A residual network (or its plain twin) built from a ResNetConfig."""
+
+    def __init__(self, cfg: ResNetConfig | None = None, features_only: bool = False, **overrides: Any) -> None:
+        super().__init__()
+        cfg = replace(cfg or ResNetConfig(), **overrides)
+        cfg.validate()
+        self.cfg, self.features_only = cfg, features_only
+        block_cls = BLOCK_TYPES[cfg.block]
+
+        # Stem: (N, in_chans, H, W) -> (N, stem_width, H/4, W/4) on ImageNet, (N, stem_width, H, W) on CIFAR.
+        sw = cfg.stem_width
+        if cfg.stem == "deep":  # three 3x3 convs instead of one 7x7 (Bag of Tricks, ResNet-C)
+            mid = sw // 2
+            self.conv1 = nn.Sequential(
+                conv(cfg.in_chans, mid, 3, stride=2),
+                make_norm(mid),
+                make_act(cfg.act),
+                conv(mid, mid, 3),
+                make_norm(mid),
+                make_act(cfg.act),
+                conv(mid, sw, 3),
+            )  # keys conv1.0/1/3/4/6 as in timm's resnet*d
+        elif cfg.stem == "imagenet":
+            self.conv1 = nn.Conv2d(cfg.in_chans, sw, 7, stride=2, padding=3, bias=not cfg.norm)
+        else:
+            self.conv1 = conv(cfg.in_chans, sw, 3, bias=not cfg.norm)
+        # A pre-activation CIFAR net has no norm in its stem: the first block normalises its input.
+        cifar_preact = cfg.preact and cfg.stem == "cifar"
+        self.bn1 = nn.Identity() if cifar_preact else make_norm(sw, cfg.norm)
+        self.act1 = nn.Identity() if cifar_preact else make_act(cfg.act)
+        self.maxpool = nn.Identity() if cfg.stem == "cifar" else nn.MaxPool2d(3, stride=2, padding=1)
+
+        # Stages: the first keeps the resolution, each later one halves it in its first block.
+        total_blocks, block_idx = sum(cfg.depths), 0
+        in_ch, reduction = sw, 1 if cfg.stem == "cifar" else 4
+        self.feature_info: list[dict[str, Any]] = []
+        self.stage_names: list[str] = []
+        for i, (depth, base) in enumerate(zip(cfg.depths, cfg.widths)):
+            width = int(round(base * cfg.width_mult))
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            blocks = []
+            for j in range(depth):
+                # Stochastic depth rate rises linearly with block index (Huang et al. 2016).
+                rate = cfg.drop_path_rate * block_idx / max(total_blocks - 1, 1)
+                blocks.append(block_cls(in_ch, width, BlockArgs(cfg, stride if j == 0 else 1, rate)))
+                in_ch, block_idx = width * block_cls.expansion, block_idx + 1
+            name = f"layer{i + 1}"
+            self.add_module(name, nn.Sequential(*blocks))
+            self.stage_names.append(name)
+            self.feature_info.append({"num_chs": in_ch, "reduction": reduction, "module": name})
+
+        # v2 ends with the BN-ReLU that every block leaves out (He et al. 2016, appendix).
+        self.norm = make_norm(in_ch, cfg.norm) if cfg.preact else nn.Identity()
+        self.act = make_act(cfg.act) if cfg.preact else nn.Identity()
+        self.num_features = in_ch
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(in_ch, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.init_weights()
+
+    @property
+    def num_classes(self) -> int:
+        return self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
+
+    def init_weights(self) -> None:
+        """He (fan-out) init for convs as in torchvision; BN to identity; optional zero-init of branch ends."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.cfg.zero_init_last:
+            for m in self.modules():
+                if isinstance(m, ResidualBlock):
+                    nn.init.zeros_(m.last_layer().weight)
+
+    def blocks(self) -> list[ResidualBlock]:
+        return [b for name in self.stage_names for b in getattr(self, name)]
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output; the last one after v2's final BN-ReLU."""
+        outs, x = [], self.stem(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            outs.append(x)
+        outs[-1] = self.act(self.norm(outs[-1]))
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_chans, H, W) -> (N, num_features, H/r, W/r), the last stage before pooling."""
+        x = self.stem(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return self.act(self.norm(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(N, C, h, w) -> pooled (N, C) when pre_logits, else logits (N, num_classes)."""
+        x = self.head_drop(torch.flatten(self.global_pool(x), 1))
+        return x if pre_logits else self.fc(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for `num_classes` (0 removes it)."""
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.cfg = replace(self.cfg, num_classes=num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_stages(x)
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Named variants. Each is a dict of ResNetConfig fields plus its published facts.
+
+# A source reads "short citation: detail"; `resnetlab models` shows the part before the colon.
+TV = "torchvision: IMAGENET1K_V1 weights, acc@1 on ImageNet-1k val (torchvision model docs)"
+HE2015 = "He et al. 2015: Deep Residual Learning for Image Recognition, table 6, CIFAR-10 test error"
+HE2015_IN = "He et al. 2015: Deep Residual Learning for Image Recognition, table 2, ImageNet val top-1 error, 10-crop"
+HE2016 = "He et al. 2016: Identity Mappings in Deep Residual Networks, CIFAR-10 test error"
+WRN = "Zagoruyko & Komodakis 2016: Wide Residual Networks, CIFAR-10 test error, mean/std preprocessing"
+
+IMAGENET = dict(dataset="imagenet", num_classes=1000, input_size=(3, 224, 224))
+CIFAR10 = dict(dataset="cifar10", num_classes=10, input_size=(3, 32, 32))
+CIFAR_ARCH = dict(stem="cifar", stem_width=16, widths=(16, 32, 64))
+
+
+def build_resnet(**arch: Any) -> ResNet:
+    """Build a ResNet from config fields (plus `features_only`)."""
+    features_only = arch.pop("features_only", False)
+    return ResNet(ResNetConfig.from_dict(arch), features_only=features_only)
+
+
+def _register(name: str, arch: dict[str, Any], meta: dict[str, Any], **facts: Any) -> None:
+    register_variant(name, build_resnet, {"num_classes": meta["num_classes"], **arch}, family="resnet", **meta, **facts)
+
+
+# ImageNet family (torchvision's builders and key names).
+_IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+_IMAGENET_FACTS = {
+    18: (11_689_512, "69.76% top-1 accuracy"),
+    34: (21_797_672, "73.31% top-1 accuracy"),
+    50: (25_557_032, "76.13% top-1 accuracy"),
+    101: (44_549_160, "77.37% top-1 accuracy"),
+    152: (60_192_808, "78.31% top-1 accuracy"),
+}
+for _depth, (_block, _depths) in _IMAGENET_DEPTHS.items():
+    _params, _result = _IMAGENET_FACTS[_depth]
+    _register(
+        f"resnet{_depth}",
+        dict(block=_block, depths=_depths),
+        IMAGENET,
+        params=_params,
+        result=_result,
+        source=TV,
+        description=f"ResNet-{_depth} (v1.5, option B)",
+    )
+
+_register(
+    "resnext50_32x4d",
+    dict(block="bottleneck", depths=(3, 4, 6, 3), groups=32, width_per_group=4),
+    IMAGENET,
+    params=25_028_904,
+    result="77.62% top-1 accuracy",
+    source=TV,
+    description="ResNeXt-50 32x4d (Xie et al. 2017)",
+)
+_register(
+    "resnext101_32x8d",
+    dict(block="bottleneck", depths=(3, 4, 23, 3), groups=32, width_per_group=8),
+    IMAGENET,
+    params=88_791_336,
+    result="79.31% top-1 accuracy",
+    source=TV,
+    description="ResNeXt-101 32x8d (Xie et al. 2017)",
+)
+_register(
+    "wide_resnet50_2",
+    dict(block="bottleneck", depths=(3, 4, 6, 3), width_per_group=128),
+    IMAGENET,
+    params=68_883_240,
+    result="78.47% top-1 accuracy",
+    source=TV,
+    description="Wide ResNet-50-2: bottleneck 2x wider",
+)
+_register(
+    "wide_resnet101_2",
+    dict(block="bottleneck", depths=(3, 4, 23, 3), width_per_group=128),
+    IMAGENET,
+    params=126_886_696,
+    result="78.85% top-1 accuracy",
+    source=TV,
+    description="Wide ResNet-101-2",
+)
+for _depth, _err in ((18, "27.94%"), (34, "28.54%")):
+    _register(
+        f"plain{_depth}",
+        dict(block="basic", depths=_IMAGENET_DEPTHS[_depth][1], plain=True),
+        IMAGENET,
+        result=f"{_err} top-1 error",
+        source=HE2015_IN,
+        description=f"Plain-{_depth}: ResNet-{_depth} without shortcuts",
+    )
+
+# CIFAR family (He et al. 2015, section 4.2): 6n+2 layers, 3 stages of n basic blocks, 16/32/64 channels.
+_CIFAR_ERRORS = {20: "8.75%", 32: "7.51%", 44: "7.17%", 56: "6.97%", 110: "6.43%", 1202: "7.93%"}
+_CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
+for _depth, _err in _CIFAR_ERRORS.items():
+    _n = (_depth - 2) // 6
+    _arch = dict(CIFAR_ARCH, depths=(_n,) * 3)
+    _register(
+        f"resnet{_depth}",
+        dict(_arch, shortcut="A"),
+        CIFAR10,
+        params=_CIFAR_PARAMS[_depth],
+        result=f"{_err} test error",
+        source=HE2015,
+        description=f"CIFAR ResNet-{_depth}, option A shortcuts",
+    )
+    _register(
+        f"resnet{_depth}_b",
+        dict(_arch, shortcut="B"),
+        CIFAR10,
+        params=272_474 if _depth == 20 else None,
+        source=HE2015,
+        description=f"CIFAR ResNet-{_depth}, option B (projection where the shape changes)",
+    )
+    if _depth <= 110:
+        _register(
+            f"plain{_depth}",
+            dict(_arch, plain=True),
+            CIFAR10,
+            source=HE2015,
+            description=f"CIFAR Plain-{_depth}: ResNet-{_depth} without shortcuts (figure 6)",
+        )
+
+# Pre-activation (He et al. 2016): v2 blocks; bottlenecks for 164 and 1001 (9n+2 layers).
+_register(
+    "preact_resnet110",
+    dict(CIFAR_ARCH, depths=(18,) * 3, preact=True),
+    CIFAR10,
+    result="6.37% test error",
+    source=HE2016 + " (table 3)",
+    description="Pre-activation ResNet-110 (basic blocks)",
+)
+_register(
+    "preact_resnet164",
+    dict(CIFAR_ARCH, block="bottleneck", depths=(18,) * 3, preact=True),
+    CIFAR10,
+    params=1_703_258,
+    result="5.46% test error",
+    source=HE2016 + " (table 4)",
+    description="Pre-activation ResNet-164 (bottleneck)",
+)
+_register(
+    "preact_resnet1001",
+    dict(CIFAR_ARCH, block="bottleneck", depths=(111,) * 3, preact=True),
+    CIFAR10,
+    params=10_327_706,
+    result="4.92% test error",
+    source=HE2016 + " (table 4)",
+    description="Pre-activation ResNet-1001 (bottleneck)",
+)
+
+# Wide ResNets (WRN-d-k): pre-activation basic blocks, (d-4)/6 per stage, widths 16k/32k/64k.
+for _d, _k, _params, _result in ((16, 8, None, None), (28, 10, 36_479_194, "4.00% test error"), (40, 4, None, None)):
+    _register(
+        f"wrn{_d}_{_k}",
+        dict(CIFAR_ARCH, depths=((_d - 4) // 6,) * 3, width_mult=_k, preact=True),
+        CIFAR10,
+        params=_params,
+        result=_result,
+        source=WRN,
+        description=f"Wide ResNet-{_d}-{_k}",
+    )
