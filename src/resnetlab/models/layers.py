@@ -47,6 +47,14 @@ def conv(
     return nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=bias)
 
 
+def zero_pad_shortcut(x: torch.Tensor, extra_channels: int, stride: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C + extra_channels, H / stride, W / stride): subsample, then append zeros."""
+    if stride > 1:
+        x = x[:, :, ::stride, ::stride]
+    # F.pad pads dimensions from the last one backwards: (W, W, H, H, C_before, C_after).
+    return F.pad(x, (0, 0, 0, 0, 0, extra_channels)) if extra_channels else x
+
+
 class ZeroPadShortcut(nn.Module):
     """Option A: subsample by `stride` and append zero channels up to `out_ch`. No parameters."""
 
@@ -57,10 +65,7 @@ class ZeroPadShortcut(nn.Module):
         self.extra, self.stride = out_ch - in_ch, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        # F.pad pads dimensions from the last one backwards: (W, W, H, H, C_before, C_after).
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+        return zero_pad_shortcut(x, self.extra, self.stride)
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, extra_channels={self.extra}"
@@ -89,8 +94,9 @@ def make_shortcut(
     if option == "B" and not shape_changes:
         return None
     layers: list[nn.Module] = []
-    if avg_down and stride > 1:
-        layers.append(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False))
+    if avg_down:  # keys downsample.0 (pool), .1 (conv), .2 (BN) as in timm, even where nothing is pooled
+        pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+        layers.append(pool if stride > 1 else nn.Identity())
         stride = 1
     layers.append(conv(in_ch, out_ch, 1, stride=stride, bias=not norm and not preact))
     if not preact and norm:

@@ -15,18 +15,18 @@ feature_info, and features_only=True for a backbone returning every stage's outp
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .base import ClassifierNet
 from .layers import SHORTCUTS, SqueezeExcite, ZeroPadShortcut, conv, drop_path, make_act, make_norm, make_shortcut
 from .registry import register_variant
 
 STEMS = ("imagenet", "cifar", "deep")
-BLOCKS = ("basic", "bottleneck")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class ResNetConfig:
     residual_scale: float = 1.0  # y = x + s * F(x)
     zero_init_last: bool = False  # zero the last BN (v2: last conv) of every residual branch
     se_reduction: int = 0  # > 0 adds a Squeeze-and-Excitation module with this reduction to every block
+    se_divisor: int = 8  # SE hidden width rounded to a multiple of this (timm's rule); 1 for plain C // r
+    gate: bool = False  # exclusive gating: y = g * F(x) + (1 - g) * shortcut(x), g = sigmoid(1x1 conv(x))
+    gate_bias: float = -2.0  # initial gate bias: negative favours the carry path (Srivastava et al. 2015)
+    cross_block: bool = False  # each block's input is a learned mix of the stage input and earlier outputs
     avg_down: bool = False  # ResNet-D shortcut: average-pool, then 1x1 conv
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this rate at the last block
     drop_rate: float = 0.0  # dropout before the classifier
@@ -59,20 +63,22 @@ class ResNetConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field and what would work."""
-        if self.block not in BLOCKS:
-            raise ConfigError(f"block={self.block!r} is unknown; use 'basic' or 'bottleneck'")
+        if self.block not in BLOCK_TYPES:
+            raise ConfigError(f"block={self.block!r} is unknown; use one of {', '.join(BLOCK_TYPES)}")
         if self.stem not in STEMS:
             raise ConfigError(f"stem={self.stem!r} is unknown; use one of {', '.join(STEMS)}")
         if self.shortcut not in SHORTCUTS:
             raise ConfigError(f"shortcut={self.shortcut!r} is unknown; use 'A', 'B' or 'C'")
         if not self.depths or len(self.depths) != len(self.widths) or min(self.depths) < 1:
             raise ConfigError(f"depths={self.depths} and widths={self.widths} need one positive depth per width")
-        if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
+        if self.block != "bottleneck" and (self.groups != 1 or self.width_per_group != 64):
             raise ConfigError("groups and width_per_group apply to bottleneck blocks only; use block='bottleneck'")
         if self.kernel_size % 2 == 0 or self.kernel_size < 1:
             raise ConfigError(f"kernel_size={self.kernel_size} must be odd so that padding keeps the size")
         if self.plain and self.zero_init_last:
             raise ConfigError("zero_init_last would silence every block of a plain network; it needs shortcuts")
+        if self.plain and (self.gate or self.block == "highway"):
+            raise ConfigError("a gate chooses between the branch and the shortcut; a plain network has no shortcut")
         for name in ("dropout", "drop_path_rate", "drop_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be in [0, 1)")
@@ -100,7 +106,6 @@ class BlockArgs:
     cfg: ResNetConfig
     stride: int = 1
     drop_path: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ResidualBlock(nn.Module):
@@ -110,8 +115,10 @@ class ResidualBlock(nn.Module):
     """
 
     expansion = 1
+    final_act = True  # v1 blocks end in an activation after the sum; highway layers do not
+    always_gated = False  # highway layers carry a transform gate whatever the config says
 
-    def _common(self, in_ch: int, out_ch: int, args: BlockArgs) -> None:
+    def _common(self, in_ch: int, out_ch: int, args: BlockArgs, gate_kernel: int = 1) -> None:
         cfg = args.cfg
         self.preact, self.plain, self.scale, self.drop_path_rate = (
             cfg.preact,
@@ -121,7 +128,11 @@ class ResidualBlock(nn.Module):
         )
         self.act = make_act(cfg.act)
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.se = SqueezeExcite(out_ch, cfg.se_reduction) if cfg.se_reduction else None
+        self.se = SqueezeExcite(out_ch, cfg.se_reduction, cfg.se_divisor) if cfg.se_reduction else None
+        # Gate g(x) (N, out_ch, H', W') from the block input, strided like the branch (He et al. 2016, fig. 2c).
+        gated = (cfg.gate or self.always_gated) and not cfg.plain
+        self.gate = conv(in_ch, out_ch, gate_kernel, stride=args.stride, bias=True) if gated else None
+        self.gate_bias = cfg.gate_bias
         self.downsample = (
             None
             if cfg.plain
@@ -140,7 +151,7 @@ class ResidualBlock(nn.Module):
         if self.se is not None:
             out = self.se(out)
         if self.plain:  # no shortcut: v1 still ends in its activation, v2 hands the branch on as it is
-            return out if self.preact else self.act(out)
+            return self.act(out) if self.final_act and not self.preact else out
         if self.downsample is None:
             shortcut = x
         elif isinstance(self.downsample, ZeroPadShortcut):
@@ -150,8 +161,12 @@ class ResidualBlock(nn.Module):
         out = drop_path(out, self.drop_path_rate, self.training)
         if self.scale != 1.0:
             out = out * self.scale
-        out = shortcut + out
-        return out if self.preact else self.act(out)
+        if self.gate is not None:
+            g = torch.sigmoid(self.gate(pre))
+            out = g * out + (1.0 - g) * shortcut
+        else:
+            out = shortcut + out
+        return self.act(out) if self.final_act and not self.preact else out
 
 
 class BasicBlock(ResidualBlock):
@@ -213,10 +228,12 @@ class Bottleneck(ResidualBlock):
         return self.conv3 if self.preact or not isinstance(self.bn3, nn.BatchNorm2d) else self.bn3
 
 
+# Extension points: highway.py adds the "highway" block, crossblock.py the "cross_block" stage.
 BLOCK_TYPES: dict[str, type[ResidualBlock]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+STAGE_TYPES: dict[str, type[nn.Module]] = {"sequential": nn.Sequential}
 
 
-class ResNet(nn.Module):
+class ResNet(ClassifierNet):
     """A residual network (or its plain twin) built from a ResNetConfig."""
 
     def __init__(self, cfg: ResNetConfig | None = None, features_only: bool = False, **overrides: Any) -> None:
@@ -232,10 +249,10 @@ class ResNet(nn.Module):
             mid = sw // 2
             self.conv1 = nn.Sequential(
                 conv(cfg.in_chans, mid, 3, stride=2),
-                make_norm(mid),
+                make_norm(mid, cfg.norm),
                 make_act(cfg.act),
                 conv(mid, mid, 3),
-                make_norm(mid),
+                make_norm(mid, cfg.norm),
                 make_act(cfg.act),
                 conv(mid, sw, 3),
             )  # keys conv1.0/1/3/4/6 as in timm's resnet*d
@@ -265,7 +282,8 @@ class ResNet(nn.Module):
                 blocks.append(block_cls(in_ch, width, BlockArgs(cfg, stride if j == 0 else 1, rate)))
                 in_ch, block_idx = width * block_cls.expansion, block_idx + 1
             name = f"layer{i + 1}"
-            self.add_module(name, nn.Sequential(*blocks))
+            stage_cls = STAGE_TYPES["cross_block" if cfg.cross_block else "sequential"]
+            self.add_module(name, stage_cls(*blocks))
             self.stage_names.append(name)
             self.feature_info.append({"num_chs": in_ch, "reduction": reduction, "module": name})
 
@@ -273,14 +291,8 @@ class ResNet(nn.Module):
         self.norm = make_norm(in_ch, cfg.norm) if cfg.preact else nn.Identity()
         self.act = make_act(cfg.act) if cfg.preact else nn.Identity()
         self.num_features = in_ch
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.head_drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(in_ch, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.init_head(cfg.num_classes, cfg.drop_rate)
         self.init_weights()
-
-    @property
-    def num_classes(self) -> int:
-        return self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
 
     def init_weights(self) -> None:
         """He (fan-out) init for convs as in torchvision; BN to identity; optional zero-init of branch ends."""
@@ -296,6 +308,9 @@ class ResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.last_layer().weight)
+        for m in self.modules():
+            if isinstance(m, ResidualBlock) and m.gate is not None:
+                nn.init.constant_(m.gate.bias, m.gate_bias)
 
     def blocks(self) -> list[ResidualBlock]:
         return [b for name in self.stage_names for b in getattr(self, name)]
@@ -319,20 +334,9 @@ class ResNet(nn.Module):
             x = getattr(self, name)(x)
         return self.act(self.norm(x))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(N, C, h, w) -> pooled (N, C) when pre_logits, else logits (N, num_classes)."""
-        x = self.head_drop(torch.flatten(self.global_pool(x), 1))
-        return x if pre_logits else self.fc(x)
-
     def reset_classifier(self, num_classes: int) -> None:
-        """A new, freshly initialised classifier for `num_classes` (0 removes it)."""
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        super().reset_classifier(num_classes)
         self.cfg = replace(self.cfg, num_classes=num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_stages(x)
-        return self.forward_head(self.forward_features(x))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -504,3 +508,36 @@ for _d, _k, _params, _result in ((16, 8, None, None), (28, 10, 36_479_194, "4.00
         source=WRN,
         description=f"Wide ResNet-{_d}-{_k}",
     )
+
+# Squeeze-and-Excitation (Hu et al. 2018): an SE module (reduction 16) after the last BN of every block.
+HU2018 = "Hu et al. 2018: Squeeze-and-Excitation Networks, table 2, ImageNet val top-1 error, single crop"
+for _depth, _err in ((18, None), (34, None), (50, "23.29%"), (101, "22.38%")):
+    _block, _depths = _IMAGENET_DEPTHS[_depth]
+    _register(
+        f"seresnet{_depth}",
+        dict(block=_block, depths=_depths, se_reduction=16),
+        IMAGENET,
+        params=28_088_024 if _depth == 50 else None,
+        result=f"{_err} top-1 error" if _err else None,
+        source=HU2018,
+        description=f"SE-ResNet-{_depth} (timm's key names)",
+    )
+for _depth in (20, 56, 110):
+    _register(
+        f"seresnet{_depth}",
+        dict(CIFAR_ARCH, depths=((_depth - 2) // 6,) * 3, shortcut="A", se_reduction=16, se_divisor=1),
+        CIFAR10,
+        source=HU2018.split(",")[0],
+        description=f"CIFAR SE-ResNet-{_depth}: hidden width C // 16, option A",
+    )
+
+# ResNet-D (He et al. 2019, Bag of Tricks): deep 3x3 stem, average-pool then 1x1 conv in the shortcut.
+_register(
+    "resnet50d",
+    dict(block="bottleneck", depths=(3, 4, 6, 3), stem="deep", avg_down=True),
+    IMAGENET,
+    params=25_576_264,
+    result="77.16% top-1 accuracy",
+    source="He et al. 2019: Bag of Tricks for Image Classification with CNNs, table 5 (ResNet-50-D)",
+    description="ResNet-50-D (timm's resnet50d key names)",
+)

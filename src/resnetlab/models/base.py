@@ -1,0 +1,55 @@
+"""The interface every resnetlab network shares (timm's): features, head, classifier reset, backbone mode.
+
+A subclass defines `forward_stages(x) -> [stage outputs]` and `forward_features(x)`, sets
+`num_features`, `feature_info`, and calls `init_head(num_classes, drop_rate)`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ClassifierNet(nn.Module):
+    """Global average pooling, optional dropout, a linear classifier, and `features_only` mode."""
+
+    classifier_name = "fc"  # attribute (and state-dict key prefix) of the linear layer
+    features_only = False
+    num_features: int
+    feature_info: list[dict]
+
+    def init_head(self, num_classes: int, drop_rate: float = 0.0) -> None:
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        setattr(self, self.classifier_name, self._make_classifier(num_classes))
+
+    def _make_classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_name)
+
+    @property
+    def num_classes(self) -> int:
+        head = self.get_classifier()
+        return head.out_features if isinstance(head, nn.Linear) else 0
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for `num_classes` (0 removes it)."""
+        setattr(self, self.classifier_name, self._make_classifier(num_classes))
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(N, C, h, w) -> pooled (N, C) when pre_logits, else logits (N, num_classes)."""
+        x = self.head_drop(torch.flatten(self.global_pool(x), 1))
+        return x if pre_logits else self.get_classifier()(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_stages(x)
+        return self.forward_head(self.forward_features(x))
