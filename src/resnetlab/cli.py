@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -52,6 +53,53 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import load_dataset
+
+    data = load_dataset(
+        args.dataset, args.split, image_size=args.image_size, channels=args.channels, val_fraction=args.val_fraction
+    )
+    counts = np.bincount(data.labels, minlength=len(data.classes))
+    pixels = np.asarray(data.images[:: max(1, len(data) // 50000)], np.float32) / 255.0  # <= ~50k images
+    print(f"dataset: {data.info.name} ({args.split} split)")
+    print(f"found at: {data.source}")
+    print(f"images: {len(data):,} of {'x'.join(map(str, data.images.shape[1:]))} (H x W x C), uint8")
+    print(f"classes: {len(data.classes)}; horizontal flips keep labels: {'yes' if data.info.hflip else 'no'}")
+    print(
+        f"mean: {', '.join(f'{m:.4f}' for m in pixels.mean((0, 1, 2)))}   "
+        f"std: {', '.join(f'{v:.4f}' for v in pixels.std((0, 1, 2)))}"
+    )
+    width = max(len(c) for c in data.classes)
+    for name, count in zip(data.classes, counts):
+        print(f"  {name.ljust(width)}  {count:>7,}")
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} unreadable files (see the warning above)")
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from .data.sources import CIFAR_SPECS, IDX_SPECS, NAMES, data_dir, load_dataset
+
+    name = args.dataset.lower()
+    if name not in IDX_SPECS and name not in CIFAR_SPECS:
+        raise UserError(
+            f"cannot fetch {args.dataset!r}; named datasets that can be fetched: "
+            f"{', '.join(n for n in NAMES if n != 'synthetic')}"
+        )
+    try:
+        found = load_dataset(name, "test", allow_download=False)
+        print(f"{name} is already available at {found.source}; nothing to fetch")
+        return 0
+    except UserError:
+        pass
+    print(f"fetching {name} into {data_dir() / name} ...")
+    data = load_dataset(name, "test", allow_download=True)
+    print(f"{name} is ready at {data.source}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnetlab", description="Residual networks: define, train, explain, export.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,10 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", default=None, help="C,H,W (default: the size the network was published at)")
     p.add_argument("--depth", type=int, default=2, help="module nesting to show (2: one row per block)")
     p.set_defaults(func=cmd_summary)
+
+    data = sub.add_parser("data", help="inspect or fetch datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("info", help="counts per class, image shape, mean/std, where the files were found")
+    p.add_argument("dataset", help="a name (mnist, fashion-mnist, kmnist, cifar10, cifar100, synthetic) or a path")
+    p.add_argument("--split", default="train", choices=("train", "val", "test"))
+    p.add_argument("--image-size", type=int, default=224, help="image folders: side of the square images")
+    p.add_argument("--channels", type=int, default=3, help="image folders: 1 (grayscale) or 3 (RGB)")
+    p.add_argument("--val-fraction", type=float, default=0.0, help="hold out this part of train as val")
+    p.set_defaults(func=cmd_data_info)
+    p = data.add_parser("fetch", help="put a named dataset into the data directory ($RESNETLAB_DATA)")
+    p.add_argument("dataset")
+    p.set_defaults(func=cmd_data_fetch)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="resnetlab: %(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits 2 on bad usage
     try:

@@ -1,0 +1,81 @@
+"""Augmented images per second: resnetlab's in-memory BatchLoader against a torchvision-transforms DataLoader.
+
+Both do the same work per image (pad 4 + random crop, horizontal flip, to float, normalise) on the same
+uint8 images, in one run, on this machine's CPU. Run: .venv/bin/python benchmarks/data_speed.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+from resnetlab.data import AugmentConfig, BatchLoader
+from resnetlab.data.sources import synthetic
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """The usual peer: one PIL image at a time through torchvision transforms, in worker processes."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        return self.transform(pil), int(self.labels[i])
+
+
+def rate(batches, n_images: int) -> float:
+    start = time.perf_counter()
+    seen = 0
+    for x, _ in batches:
+        seen += len(x)
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, {args.images} images, batch {args.batch_size}, peer with {args.workers} workers")
+    print(f"{'input':<10} {'resnetlab img/s':>16} {'torchvision img/s':>18} {'ratio':>7}")
+    for size, channels in ((32, 3), (28, 1)):
+        data = synthetic("train", n=args.images, size=size, channels=channels)
+        ours = BatchLoader(data, args.batch_size, train=True, augment=AugmentConfig(crop_padding=4, hflip=True))
+        rate(ours.epoch(0), len(data))  # warm-up
+        ours_rate = max(rate(ours.epoch(e), len(data)) for e in (1, 2))
+        transform = T.Compose(
+            [
+                T.RandomCrop(size, padding=4),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(data.info.mean, data.info.std),
+            ]
+        )
+        peer = torch.utils.data.DataLoader(
+            PILDataset(data.images, data.labels, transform),
+            batch_size=args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=args.workers,
+            persistent_workers=args.workers > 0,
+        )
+        rate(peer, len(data))  # warm-up (starts the workers)
+        peer_rate = max(rate(peer, len(data)) for _ in range(2))
+        label = f"{size}x{size}x{channels}"
+        print(f"{label:<10} {ours_rate:>16,.0f} {peer_rate:>18,.0f} {ours_rate / peer_rate:>6.1f}x")
+
+
+if __name__ == "__main__":
+    main()
