@@ -1,7 +1,57 @@
-"""resnetlab: residual networks on PyTorch."""
+"""resnetlab: residual networks on PyTorch.
+
+import resnetlab
+model = resnetlab.create_model("resnet56")
+result = resnetlab.train("configs/fashion_mnist_fast.yaml", epochs=3)
+model, meta = resnetlab.load(result.run_dir)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, UserError
+from .inference import embed, evaluate, load, predict
 from .models import create_model, list_models, model_info
+from .training import RunResult, TrainConfig, load_config
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "UserError", "create_model", "list_models", "model_info", "__version__"]
+
+
+def train(config: TrainConfig | dict | str | Path | None = None, **overrides: Any) -> RunResult:
+    """Train a model: `config` is a TrainConfig, a nested dict, or a recipe path; keyword overrides win.
+
+    resnetlab.train(model="resnet20", data="fashion-mnist", epochs=5)
+    """
+    from .training.config import apply, from_dict, validate
+    from .training.loop import fit
+
+    if isinstance(config, TrainConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = from_dict(config)
+    else:
+        cfg = load_config(config)
+    for key, value in overrides.items():
+        apply(cfg, key, value)
+    validate(cfg)
+    return fit(cfg)
+
+
+__all__ = [
+    "ConfigError",
+    "RunResult",
+    "TrainConfig",
+    "UserError",
+    "create_model",
+    "embed",
+    "evaluate",
+    "list_models",
+    "load",
+    "load_config",
+    "model_info",
+    "predict",
+    "train",
+    "__version__",
+]

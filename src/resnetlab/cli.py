@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import UserError
 
@@ -100,6 +101,134 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import load_config
+    from .training.loop import fit
+
+    recipe, overrides = None, list(args.settings)
+    if overrides and "=" not in overrides[0]:
+        recipe = overrides.pop(0)
+    if args.command == "finetune" and not any(o.startswith(("init=", "output.init=", "resume=")) for o in overrides):
+        raise UserError("finetune needs init=WEIGHTS (a run, a .safetensors, or a torchvision/timm .pth file)")
+    cfg = load_config(recipe, overrides)
+    if not cfg.run.quiet:
+        print(cfg.to_yaml().rstrip())
+    fit(cfg)
+    return 0
+
+
+def key_values(items: list[str], allowed: dict[str, type]) -> dict:
+    """['data=cifar10', 'batch_size=64'] -> {'data': 'cifar10', 'batch_size': 64}, checked against `allowed`."""
+    from .errors import did_you_mean
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise UserError(
+                f"{item!r} is not one of {', '.join(k + '=' for k in allowed)}{did_you_mean(key, list(allowed))}"
+            )
+        try:
+            out[key] = allowed[key](value)
+        except ValueError:
+            raise UserError(f"{key}={value!r} should be {allowed[key].__name__}") from None
+    return out
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .inference import evaluate
+    from .training.report import plot_confusion
+
+    opts = key_values(
+        args.settings,
+        {"data": str, "split": str, "batch_size": int, "device": str, "limit": int, "out": str, "val_fraction": float},
+    )
+    out = opts.pop("out", None)
+    result = evaluate(args.weights, **opts)
+    if out:
+        plot_confusion(Path(out), result["confusion"], result["classes"], f"{args.weights}: {result['dataset']}")
+    if args.json:
+        print(json.dumps({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}, indent=2))
+        return 0
+    print(
+        f"{result['dataset']}: top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  "
+        f"loss {result['loss']:.4f}"
+    )
+    width = max(len(c) for c in result["classes"])
+    print(f"{'class'.ljust(width)}  accuracy")
+    for name, acc in zip(result["classes"], result["per_class"]):
+        print(f"{name.ljust(width)}  {100 * acc:6.2f}%")
+    matrix = result["confusion"]
+    if len(matrix) <= 12:
+        print("confusion matrix (rows: true class, columns: predicted)")
+        for name, row in zip(result["classes"], matrix):
+            print(f"{name.ljust(width)}  " + " ".join(f"{int(v):5d}" for v in row))
+    if out:
+        print(f"confusion matrix figure: {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .inference import predict
+
+    results = predict(args.weights, args.images, topk=args.topk)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        print(result["file"])
+        for name, p in result["top"]:
+            print(f"  {100 * p:6.2f}%  {name}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .inference import embed
+
+    inputs = [a for a in args.inputs if not a.startswith("out=")]
+    outs = [a.split("=", 1)[1] for a in args.inputs if a.startswith("out=")]
+    out = Path(outs[-1] if outs else "features.npy")
+    features, names, skipped = embed(args.weights, inputs, batch_size=args.batch_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, features)
+    names_file = out.with_suffix(".txt")
+    names_file.write_text("".join(f"{n}\n" for n in names))
+    print(f"{features.shape[0]} images -> {out} ({features.shape[1]} features each, float32); names in {names_file}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable files: {', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    opts = key_values(args.settings, {"format": str, "out": str, "batch": str, "opset": int})
+    batch = opts.get("batch", "dynamic")
+    if batch != "dynamic" and not batch.isdigit():
+        raise UserError(f"batch={batch!r} should be 'dynamic' or a whole number such as 8")
+    result = export(
+        args.weights,
+        opts.get("format", "onnx"),
+        opts.get("out"),
+        dynamic_batch=batch == "dynamic",
+        check_batch=4 if batch == "dynamic" else int(batch),
+        opset=opts.get("opset", 17),
+    )
+    print(f"wrote {result.path} ({result.format})")
+    if result.max_abs_diff is not None:
+        print(
+            f"checked against PyTorch at batch {' and '.join(map(str, result.batches))}: "
+            f"largest difference {result.max_abs_diff:.2e}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnetlab", description="Residual networks: define, train, explain, export.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -113,6 +242,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", default=None, help="C,H,W (default: the size the network was published at)")
     p.add_argument("--depth", type=int, default=2, help="module nesting to show (2: one row per block)")
     p.set_defaults(func=cmd_summary)
+
+    for name, text in (
+        ("train", "train a model (the main job)"),
+        ("finetune", "train from pretrained weights: init=WEIGHTS data=FOLDER ..."),
+    ):
+        p = sub.add_parser(
+            name,
+            help=text,
+            description="Settings are key=value (dotted keys reach any field: "
+            "optim.momentum=0.95); a first argument without '=' is a YAML recipe.",
+        )
+        p.add_argument("settings", nargs="*", help="[RECIPE.yaml] key=value ...")
+        p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")
+    p.add_argument("weights", help="a run directory or a .safetensors file")
+    p.add_argument(
+        "settings", nargs="*", help="data=NAME|PATH split=test batch_size=256 device=auto limit=N out=cm.png"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes of image files")
+    p.add_argument("weights", help="a run directory or a .safetensors file")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("embed", help="pooled features of images, for retrieval, clustering or another classifier")
+    p.add_argument("weights", help="a run directory or a .safetensors file")
+    p.add_argument("inputs", nargs="+", help="image files and folders; out=features.npy names the output")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="ONNX, TorchScript or safetensors, checked against PyTorch")
+    p.add_argument("weights", help="a run directory or a .safetensors file")
+    p.add_argument("settings", nargs="*", help="format=onnx|torchscript|safetensors out=PATH batch=dynamic|N")
+    p.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="inspect or fetch datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("info", help="counts per class, image shape, mean/std, where the files were found")

@@ -126,7 +126,8 @@ class ResidualBlock(nn.Module):
             cfg.residual_scale,
             args.drop_path,
         )
-        self.act = make_act(cfg.act)
+        # In place is safe after a BatchNorm (its backward does not need its output), not on a bare input.
+        self.act = make_act(cfg.act, inplace=cfg.norm)
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.se = SqueezeExcite(out_ch, cfg.se_reduction, cfg.se_divisor) if cfg.se_reduction else None
         # Gate g(x) (N, out_ch, H', W') from the block input, strided like the branch (He et al. 2016, fig. 2c).
@@ -263,7 +264,7 @@ class ResNet(ClassifierNet):
         # A pre-activation CIFAR net has no norm in its stem: the first block normalises its input.
         cifar_preact = cfg.preact and cfg.stem == "cifar"
         self.bn1 = nn.Identity() if cifar_preact else make_norm(sw, cfg.norm)
-        self.act1 = nn.Identity() if cifar_preact else make_act(cfg.act)
+        self.act1 = nn.Identity() if cifar_preact else make_act(cfg.act, inplace=cfg.norm)
         self.maxpool = nn.Identity() if cfg.stem == "cifar" else nn.MaxPool2d(3, stride=2, padding=1)
 
         # Stages: the first keeps the resolution, each later one halves it in its first block.
@@ -289,7 +290,7 @@ class ResNet(ClassifierNet):
 
         # v2 ends with the BN-ReLU that every block leaves out (He et al. 2016, appendix).
         self.norm = make_norm(in_ch, cfg.norm) if cfg.preact else nn.Identity()
-        self.act = make_act(cfg.act) if cfg.preact else nn.Identity()
+        self.act = make_act(cfg.act, inplace=cfg.norm) if cfg.preact else nn.Identity()
         self.num_features = in_ch
         self.init_head(cfg.num_classes, cfg.drop_rate)
         self.init_weights()
@@ -468,6 +469,17 @@ for _depth, _err in _CIFAR_ERRORS.items():
             source=HE2015,
             description=f"CIFAR Plain-{_depth}: ResNet-{_depth} without shortcuts (figure 6)",
         )
+
+# Shallower members of the same 6n+2 family (n = 1, 2): quick runs and demos; no published result.
+for _depth in (8, 14):
+    _n = (_depth - 2) // 6
+    _register(
+        f"resnet{_depth}",
+        dict(CIFAR_ARCH, depths=(_n,) * 3, shortcut="A"),
+        CIFAR10,
+        source=HE2015.split(",")[0],
+        description=f"CIFAR ResNet-{_depth} (6n+2 with n={_n}), option A",
+    )
 
 # Pre-activation (He et al. 2016): v2 blocks; bottlenecks for 164 and 1001 (9n+2 layers).
 _register(

@@ -1,0 +1,159 @@
+"""Using a trained model: load it from a run or a weights file, evaluate it on a dataset, predict images.
+
+model, meta = resnetlab.load("runs/resnet20-fashion-mnist")
+resnetlab.predict("runs/resnet20-fashion-mnist", ["shoe.png"])   # [{'file': ..., 'top': [(class, p), ...]}]
+resnetlab.evaluate("runs/resnet20-fashion-mnist", data="fashion-mnist")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import BatchLoader, load_dataset
+from .data.folders import IMAGE_EXTENSIONS, decode
+from .errors import UserError
+from .models import create_model
+from .models.pretrained import load_into, read_state_dict, resolve_weights_path
+from .training.loop import evaluate as evaluate_loader
+from .training.loop import resolve_device, resolve_precision
+
+
+def load(source: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, metadata: model name, classes, input_size, mean, std, ...) from a run or .safetensors."""
+    path = resolve_weights_path(source)
+    state, meta = read_state_dict(path)
+    if not meta.get("model"):
+        raise UserError(
+            f"{path} carries no resnetlab metadata (model name, classes); to use foreign weights, "
+            "fine-tune them with `resnetlab finetune init=...`"
+        )
+    model = create_model(
+        meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"], **meta.get("args", {})
+    )
+    report = load_into(model, state)
+    if report.missing or report.dropped:
+        raise UserError(
+            f"{path} does not match {meta['model']}: missing {report.missing[:3]}, extra {report.dropped[:3]}"
+        )
+    return model.to(resolve_device(device)).eval(), meta
+
+
+def normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, H, W), normalised with the weights' mean and std."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def preprocess(images: list[str | Path], meta: dict[str, Any]) -> torch.Tensor:
+    """Image files -> (N, C, H, W) float, prepared exactly as the training images were."""
+    channels, height, _ = meta["input_size"]
+    batch = []
+    for image in images:
+        try:
+            batch.append(decode(Path(image), height, channels))
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read image {image}: {err}") from err
+    return normalise(np.stack(batch), meta)
+
+
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and every image file below each folder (sorted, recursively)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise UserError(f"{item} is neither an image file nor a folder")
+    if not files:
+        raise UserError(f"no image files in {', '.join(map(str, inputs))}")
+    return files
+
+
+@torch.no_grad()
+def embed(
+    source: str | Path, inputs: list[str | Path], batch_size: int = 256
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Pooled features (N, num_features) of every readable image, their file names, and the unreadable ones."""
+    model, meta = load(source, "cpu")
+    channels, size, _ = meta["input_size"]
+    features, names, skipped = [], [], []
+    files = image_files(inputs)
+    for start in range(0, len(files), batch_size):
+        decoded = []
+        for path in files[start : start + batch_size]:
+            try:
+                decoded.append(decode(path, size, channels))
+                names.append(str(path))
+            except (OSError, ValueError):
+                skipped.append(str(path))
+        if decoded:
+            x = normalise(np.stack(decoded), meta)
+            features.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
+    if not features:
+        raise UserError(f"none of the {len(files)} files could be read as an image")
+    return np.concatenate(features), names, skipped
+
+
+@torch.no_grad()
+def predict(source: str | Path, images: list[str | Path], topk: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
+    """Top-k (class name, probability) for each image file."""
+    model, meta = load(source, device)
+    probs = model(preprocess(images, meta).to(next(model.parameters()).device)).float().softmax(1).cpu()
+    k = min(topk, probs.shape[1])
+    values, indices = probs.topk(k, 1)
+    return [
+        {"file": str(image), "top": [(meta["classes"][i], float(p)) for p, i in zip(v.tolist(), ix.tolist())]}
+        for image, v, ix in zip(images, values, indices)
+    ]
+
+
+def evaluate(
+    source: str | Path,
+    data: str | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str = "auto",
+    precision: str = "auto",
+    limit: int = 0,
+    **data_options: Any,
+) -> dict[str, Any]:
+    """Top-1, top-5, per-class accuracy and confusion matrix of a trained model on a dataset split."""
+    model, meta = load(source, "cpu")
+    name = data or meta.get("dataset")
+    if not name:
+        raise UserError("say which data to evaluate on: data=fashion-mnist, data=cifar10 or data=path/to/folder")
+    channels, size, _ = meta["input_size"]
+    dataset = load_dataset(name, split, image_size=size, channels=channels, **data_options)
+    if limit:
+        dataset.images, dataset.labels = dataset.images[:limit], dataset.labels[:limit]
+    if list(dataset.classes) != list(meta["classes"]):
+        raise UserError(
+            f"{name} has classes {dataset.classes[:4]}...; the model was trained on {meta['classes'][:4]}..."
+        )
+    dev = resolve_device(device)
+    dtype, channels_last = resolve_precision(precision, "auto", dev)
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = BatchLoader(
+        dataset,
+        batch_size,
+        train=False,
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        device=dev,
+        channels_last=channels_last,
+    )
+    result = evaluate_loader(model, loader, dev, dtype, len(dataset.classes))
+    result["classes"] = list(dataset.classes)
+    result["dataset"] = f"{name} ({split}, {len(dataset):,} images)"
+    return result

@@ -1,0 +1,324 @@
+"""Training configuration: typed dataclasses, YAML recipes, `key=value` overrides, validation up front.
+
+    cfg = load_config("configs/fashion_mnist_fast.yaml", ["epochs=3", "optim.lr=0.2"])
+
+Dotted keys reach any field (`schedule.milestones=[32000,48000]`); the common ones have short names
+(`model=resnet20 data=fashion-mnist epochs=30 batch_size=256 lr=0.1 ...`, see SHORT_KEYS). Values are
+read as YAML scalars or lists. Unknown keys and wrong types are errors that name the closest valid key,
+raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, did_you_mean
+
+
+@dataclass
+class ModelConfig:
+    name: str = ""  # a registered model; empty: the init weights' model, else resnet20
+    args: dict[str, Any] = field(default_factory=dict)  # architecture overrides, e.g. {drop_path_rate: 0.1}
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"  # a dataset name or a path (image folder, IDX folder, CIFAR tarball)
+    path: str = ""  # explicit location of a named dataset's files
+    val_fraction: float = 0.0  # > 0: validate on this held-out part of train; 0: validate on the test split
+    image_size: int = 0  # image folders: square side (0: 224); named datasets keep their size
+    channels: int = 0  # image folders: 1 or 3 (0: 3)
+    crop_padding: int = 4  # pad + random crop; 0 turns it off
+    pad_mode: str = "zeros"
+    hflip: str = "auto"  # "auto" follows the dataset (no flips for digits), or "true" / "false"
+    cutout: int = 0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    limit_train: int = 0  # use only the first N training images (0: all)
+    limit_val: int = 0  # and the first N validation images
+    mean: list[float] = field(default_factory=list)  # normalisation; empty: from the init weights, else the data
+    std: list[float] = field(default_factory=list)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    lr: float = 0.1
+    batch_size: int = 128
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    no_decay_norm_bias: bool = False  # exempt BatchNorm parameters and biases from weight decay
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # clip the global gradient norm to this (0: off)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off), e.g. 0.999
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "multistep"  # "multistep", "cosine", "onecycle" or "constant"
+    epochs: int = 30
+    iterations: int = 0  # > 0: train for exactly this many steps instead of `epochs` (the paper counts 64k)
+    unit: str = "epoch"  # milestones and warmup counted in "epoch" or "iteration"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # < 1: fractions of the run
+    gamma: float = 0.1  # multistep: lr multiplied by this at each milestone
+    warmup: float = 0.0  # linear warm-up length (in `unit`)
+    min_lr_ratio: float = 0.0  # cosine / onecycle end at lr * this
+    pct_start: float = 0.25  # onecycle: share of the run spent rising
+
+
+@dataclass
+class FinetuneConfig:
+    freeze: str = ""  # "backbone" (train the head only), or parts by name: "stem,layer1,layer2"
+    freeze_bn: bool = False  # keep every BatchNorm's running statistics as loaded
+    backbone_lr: float = 1.0  # the backbone's learning rate is lr times this (the head's is lr)
+    unfreeze_every: int = 0  # thaw one frozen part (from the head down) every N epochs (0: never)
+
+
+@dataclass
+class RunConfig:
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
+    precision: str = "auto"  # "auto" (bf16 on capable CPUs and GPUs), "bf16", "fp16", "fp32"
+    channels_last: str = "auto"  # "auto" (with bf16 on CPU, and on CUDA), "true", "false"
+    compile: bool = False  # torch.compile, falling back to eager if it fails
+    seed: int = 0
+    threads: int = 0  # CPU threads for torch (0: all cores)
+    quiet: bool = False  # one line per epoch instead of a progress bar
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+
+
+@dataclass
+class OutputConfig:
+    out: str = "runs"
+    name: str = ""  # run directory name (default: <model>-<data>); -2, -3, ... when it exists
+    resume: str = ""  # a run directory (or its last.pt) to continue exactly
+    init: str = ""  # weights to start from (a run, a .safetensors, a torchvision/timm .pth): new optimiser
+    tensorboard: bool = True  # write TensorBoard events too, when tensorboard is installed
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+SHORT_KEYS = {
+    "model": "model.name",
+    "data": "data.name",
+    "epochs": "schedule.epochs",
+    "iterations": "schedule.iterations",
+    "schedule": "schedule.name",
+    "batch_size": "optim.batch_size",
+    "lr": "optim.lr",
+    "optimizer": "optim.optimizer",
+    "weight_decay": "optim.weight_decay",
+    "label_smoothing": "optim.label_smoothing",
+    "ema": "optim.ema",
+    "device": "run.device",
+    "precision": "run.precision",
+    "compile": "run.compile",
+    "seed": "run.seed",
+    "quiet": "run.quiet",
+    "name": "output.name",
+    "out": "output.out",
+    "resume": "output.resume",
+    "init": "output.init",
+    "limit_train": "data.limit_train",
+    "limit_val": "data.limit_val",
+    "val_fraction": "data.val_fraction",
+    "freeze": "finetune.freeze",
+    "freeze_bn": "finetune.freeze_bn",
+    "backbone_lr": "finetune.backbone_lr",
+    "unfreeze_every": "finetune.unfreeze_every",
+}
+
+CHOICES = {
+    "optim.optimizer": ("sgd", "adamw"),
+    "schedule.name": ("multistep", "cosine", "onecycle", "constant"),
+    "schedule.unit": ("epoch", "iteration"),
+    "run.precision": ("auto", "bf16", "fp16", "fp32"),
+    "run.channels_last": ("auto", "true", "false"),
+    "data.hflip": ("auto", "true", "false"),
+    "data.pad_mode": ("zeros", "reflect"),
+}
+
+
+def all_keys() -> list[str]:
+    """Every dotted key of TrainConfig, e.g. 'optim.lr'."""
+    return [f"{s.name}.{f.name}" for s in fields(TrainConfig) for f in fields(s.default_factory())]  # type: ignore[misc]
+
+
+def _field_type(section: Any, name: str) -> Any:
+    hints = typing.get_type_hints(type(section))
+    return hints[name]
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check (and gently convert) one value against its annotated type; a ConfigError names the key."""
+    origin = typing.get_origin(kind)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, bool):  # YAML reads `true` as a bool; "true"/"false" fields want text
+        return "true" if value else "false"
+    if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if kind in (int, float, str, bool):
+        if type(value) is not kind:
+            raise ConfigError(f"{key}={value!r} should be {kind.__name__}, not {type(value).__name__}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            value = [value]
+        (inner,) = typing.get_args(kind)
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} should be a mapping such as {{drop_path_rate: 0.1}}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def apply(cfg: TrainConfig, key: str, value: Any) -> None:
+    """Set one dotted (or short) key, checking that it exists and that the value has the right type."""
+    dotted = SHORT_KEYS.get(key, key)
+    if dotted.startswith("model.args."):  # free-form architecture arguments: checked when the model is built
+        cfg.model.args[dotted.split(".", 2)[2]] = value
+        return
+    parts = dotted.split(".")
+    valid = all_keys()
+    if len(parts) != 2 or dotted not in valid:
+        raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, valid + list(SHORT_KEYS))}")
+    section = getattr(cfg, parts[0])
+    setattr(section, parts[1], _coerce(dotted, value, _field_type(section, parts[1])))
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """['lr=0.1', 'schedule.milestones=[30,60]'] -> [('lr', 0.1), ('schedule.milestones', [30, 60])]."""
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{item!r} is not key=value; for example epochs=10 or model=resnet56")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        pairs.append((key.strip(), "" if value is None else value))
+    return pairs
+
+
+def from_dict(values: dict[str, Any], cfg: TrainConfig | None = None) -> TrainConfig:
+    """Fill a TrainConfig from a nested mapping (a recipe or a saved config.yaml)."""
+    cfg = cfg or TrainConfig()
+    for section, entries in (values or {}).items():
+        if section not in {f.name for f in fields(TrainConfig)}:
+            if not isinstance(entries, dict):  # a short key at the top level of a recipe
+                apply(cfg, section, entries)
+                continue
+            raise ConfigError(f"unknown config section {section!r}{did_you_mean(section, all_keys())}")
+        if not isinstance(entries, dict):
+            apply(cfg, section, entries)
+            continue
+        for key, value in entries.items():
+            if section == "model" and key == "args":
+                cfg.model.args = _coerce("model.args", value, dict[str, Any])
+            else:
+                apply(cfg, f"{section}.{key}", value)
+    return cfg
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A recipe file (optional), then key=value overrides on top, then validation."""
+    cfg = TrainConfig()
+    if recipe:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe {recipe} does not exist; the recipes are in configs/")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{recipe} is not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{recipe} should hold a mapping of sections (model:, data:, optim:, ...)")
+        cfg = from_dict(values, cfg)
+    for key, value in parse_overrides(overrides or []):
+        apply(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Values that parse but cannot work: each error names the key and what would."""
+    for dotted, choices in CHOICES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"{dotted}={value!r} is not one of {', '.join(choices)}")
+    positive = {
+        "optim.lr": cfg.optim.lr,
+        "optim.batch_size": cfg.optim.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be positive")
+    if cfg.schedule.epochs < 1 and cfg.schedule.iterations < 1:
+        raise ConfigError(f"schedule.epochs={cfg.schedule.epochs} must be >= 1 (or set schedule.iterations)")
+    for key, value in (
+        ("optim.ema", cfg.optim.ema),
+        ("optim.label_smoothing", cfg.optim.label_smoothing),
+        ("data.val_fraction", cfg.data.val_fraction),
+        ("schedule.pct_start", cfg.schedule.pct_start),
+    ):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key}={value} must be in [0, 1)")
+    for key in (
+        "optim.weight_decay",
+        "optim.grad_clip",
+        "optim.momentum",
+        "data.limit_train",
+        "data.limit_val",
+        "data.crop_padding",
+        "data.cutout",
+        "data.mixup",
+        "data.cutmix",
+        "schedule.warmup",
+        "run.threads",
+        "run.checkpoint_every",
+        "schedule.iterations",
+        "finetune.backbone_lr",
+        "finetune.unfreeze_every",
+    ):
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 0:
+            raise ConfigError(f"{key}={getattr(getattr(cfg, section), name)} must be >= 0")
+    if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones):
+        raise ConfigError(f"schedule.milestones={cfg.schedule.milestones} must be increasing")
+    if cfg.data.channels not in (0, 1, 3):
+        raise ConfigError(f"data.channels={cfg.data.channels} must be 1 (grayscale) or 3 (RGB)")
+    if cfg.output.resume and cfg.output.init:
+        raise ConfigError(
+            "resume= continues a run (weights, optimiser, position); init= starts a new run from "
+            "weights; give one of them"
+        )
+    dev = cfg.run.device
+    if dev not in ("auto", "cpu", "mps") and not (dev == "cuda" or dev.startswith("cuda:")):
+        raise ConfigError(f"run.device={dev!r} is not auto, cpu, cuda, cuda:N or mps")

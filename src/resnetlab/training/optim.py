@@ -1,0 +1,63 @@
+"""Optimisers and learning-rate schedules.
+
+A schedule here is a pure function step -> lr multiplier, applied to every parameter group before each
+step. Having no state of its own, it resumes exactly from the step count alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .config import OptimConfig, ScheduleConfig
+
+
+def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or AdamW over parameter groups that carry their own lr and weight decay."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def total_steps(cfg: ScheduleConfig, steps_per_epoch: int) -> int:
+    return cfg.iterations if cfg.iterations > 0 else cfg.epochs * steps_per_epoch
+
+
+def lr_multiplier(cfg: ScheduleConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """step (0-based, the step about to be taken) -> multiplier of the base learning rate."""
+    total = total_steps(cfg, steps_per_epoch)
+    unit = 1 if cfg.unit == "iteration" else steps_per_epoch
+    warmup = int(round(cfg.warmup * unit))
+    if cfg.milestones and max(cfg.milestones) < 1:  # fractions of the run
+        milestones = [int(round(m * total)) for m in cfg.milestones]
+    else:
+        milestones = [int(round(m * unit)) for m in cfg.milestones]
+    floor = cfg.min_lr_ratio
+
+    def shape(step: int) -> float:
+        t = min(step / max(total, 1), 1.0)
+        if cfg.name == "multistep":  # He et al. 2015: divide by 10 at 32k and 48k iterations
+            return cfg.gamma ** sum(step >= m for m in milestones)
+        if cfg.name == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        if cfg.name == "onecycle":  # linear rise from 1/25 to 1, then cosine down to `floor` (Smith 2018)
+            if t < cfg.pct_start:
+                return 1 / 25 + (1 - 1 / 25) * t / cfg.pct_start
+            u = (t - cfg.pct_start) / (1 - cfg.pct_start)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * u))
+        return 1.0
+
+    def multiplier(step: int) -> float:
+        factor = shape(step)
+        if warmup and step < warmup:
+            factor *= (step + 1) / warmup
+        return factor
+
+    return multiplier
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor

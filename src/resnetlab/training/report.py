@@ -1,0 +1,123 @@
+"""What a run leaves for people: metrics.csv (one row per epoch), curves.png, confusion_matrix.png, summary.json."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import atomic_write
+
+METRIC_COLUMNS = [
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "images_per_s",
+    "epoch_s",
+    "wall_s",
+]
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The whole table, rewritten atomically (a resumed run's table never shows an epoch twice)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+    atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [
+            {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)
+        ]
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=float) + "\n"))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(path: Path, rows: list[dict[str, Any]], title: str, loss_note: str = "") -> None:
+    """Loss and accuracy (train and validation) against epoch, side by side."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", color="#1f77b4", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", color="#d62728", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss" + (f" ({loss_note})" if loss_note else ""))
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", color="#1f77b4", label="train")
+    ax_acc.plot(epochs, [100 * r["val_top1"] for r in rows], "s-", color="#d62728", label="validation top-1")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    best = max(rows, key=lambda r: r["val_top1"])
+    ax_acc.annotate(
+        f"best {100 * best['val_top1']:.2f}%",
+        (best["epoch"], 100 * best["val_top1"]),
+        textcoords="offset points",
+        xytext=(-10, -18),
+        ha="right",
+        color="#d62728",
+    )
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: str) -> None:
+    """Rows: true class; columns: predicted; cells: share of the true class, with counts where they fit."""
+    plt = _pyplot()
+    k = len(classes)
+    shares = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    side = min(4 + 0.45 * k, 16)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side), constrained_layout=True)
+    im = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    if k <= 30:
+        ax.set_xticks(range(k), classes, rotation=45, ha="right")
+        ax.set_yticks(range(k), classes)
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        str(int(matrix[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=7 if k > 12 else 9,
+                        color="white" if shares[i, j] > 0.5 else "black",
+                    )
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

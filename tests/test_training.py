@@ -1,0 +1,266 @@
+"""The training engine: a real (tiny) run end to end, exact resume after SIGKILL, safe checkpoints,
+config errors before anything is written, the non-finite guard, eval and predict on a saved run."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+import resnetlab
+from resnetlab.cli import main
+from resnetlab.data.sources import synthetic
+from resnetlab.errors import ConfigError, UserError
+from resnetlab.training import checkpoint as ckpt
+from resnetlab.training import load_config
+from resnetlab.training.config import ScheduleConfig
+from resnetlab.training.loop import TrainingDiverged, fit
+from resnetlab.training.optim import lr_multiplier
+
+TINY = [
+    "model=resnet20",
+    "data=synthetic",
+    "epochs=2",
+    "batch_size=32",
+    "limit_train=256",
+    "limit_val=64",
+    "quiet=true",
+    "output.tensorboard=false",
+]
+
+
+def tiny(tmp_path, *extra):
+    return load_config(None, TINY + [f"out={tmp_path / 'runs'}", *extra])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    settings = TINY + [f"out={out}", "epochs=3", "limit_train=512", "lr=0.05", "schedule=cosine", "data.crop_padding=2"]
+    return fit(load_config(None, settings))
+
+
+def test_a_tiny_run_writes_every_file_and_each_is_readable(finished_run):
+    run = finished_run.run_dir
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "last.pt",
+        "last.safetensors",
+        "best.safetensors",
+        "curves.png",
+        "confusion_matrix.png",
+        "summary.json",
+    ):
+        assert (run / name).is_file(), name
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["name"] == "resnet20" and config["schedule"]["epochs"] == 3
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 4
+    state = torch.load(run / "last.pt", weights_only=True)  # plain types only
+    assert state["epoch"] == 3 and state["step"] == 48 and state["config"]["model"]["name"] == "resnet20"
+    weights = load_file(run / "best.safetensors")
+    assert "fc.weight" in weights and weights["fc.weight"].shape == (10, 64)
+    for png in ("curves.png", "confusion_matrix.png"):
+        with Image.open(run / png) as img:
+            assert img.format == "PNG" and img.size[0] > 300
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["parameters"] == 269_722 and summary["epochs"] == 3
+    for key in ("test_top1", "wall_s", "train_images_per_s", "macs_per_image", "best_epoch"):
+        assert key in summary
+    assert summary["test_top1"] > 0.5  # the synthetic classes are learnable: far above 10% chance
+
+
+def test_run_directories_are_never_overwritten(tmp_path):
+    cfg = tiny(tmp_path, "epochs=1", "limit_train=64")
+    first, second = fit(cfg).run_dir, fit(cfg).run_dir
+    assert first != second and second.name == first.name + "-2"
+
+
+def test_eval_and_predict_on_a_saved_run(finished_run, tmp_path):
+    result = resnetlab.evaluate(finished_run.run_dir, data="synthetic", split="test", limit=64)
+    assert result["count"] == 64 and result["confusion"].sum() == 64
+    assert result["top1"] == pytest.approx(finished_run.summary["test_top1"], abs=0.02)
+    images = synthetic("test", n=3).images
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray(img).save(paths[-1])
+    predictions = resnetlab.predict(finished_run.run_dir, paths, topk=3)
+    assert len(predictions) == 3 and all(len(p["top"]) == 3 for p in predictions)
+    probs = [p for _, p in predictions[0]["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    model, meta = resnetlab.load(finished_run.run_dir)
+    assert meta["classes"][0] == "class0" and meta["input_size"] == [3, 32, 32] and not model.training
+
+
+def test_cli_eval_and_predict(finished_run, tmp_path, capsys):
+    assert main(["eval", str(finished_run.run_dir), "data=synthetic", "limit=32", f"out={tmp_path / 'cm.png'}"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "class9" in out and (tmp_path / "cm.png").is_file()
+    Image.fromarray(synthetic("test", n=1).images[0]).save(tmp_path / "x.png")
+    assert main(["predict", str(finished_run.run_dir), str(tmp_path / "x.png"), "--json", "--topk", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["top"]) == 2
+    assert main(["eval", str(finished_run.run_dir), "datta=synthetic"]) == 2
+    assert "data=" in capsys.readouterr().err
+
+
+def _weights(run: Path) -> dict:
+    return load_file(run / "last.safetensors")
+
+
+def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
+    settings = TINY + [
+        "epochs=3",
+        "model.args.drop_path_rate=0.1",
+        "data.mixup=0.2",
+        "data.cutout=8",
+        "run.checkpoint_every=3",
+        "optim.ema=0.9",
+    ]
+    reference = fit(load_config(None, settings + [f"out={tmp_path / 'ref'}"]))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "resnetlab", "train", *settings, f"out={out}", "name=victim"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "victim" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # somewhere later in the run: mid-epoch, mid-write, wherever
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(out / "victim" / "last.pt", weights_only=True)
+    assert (killed_at["epoch"], killed_at["batch_in_epoch"]) < (3, 0), "the run finished before it was killed"
+    resumed = fit(load_config(None, [f"resume={out / 'victim'}", "quiet=true"]))
+    assert resumed.run_dir == out / "victim"
+    a, b = _weights(reference.run_dir), _weights(resumed.run_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for r1, r2 in zip(reference.rows, resumed.rows, strict=True):
+        for key in ("step", "lr", "train_loss", "train_acc", "val_loss", "val_top1"):
+            assert r1[key] == r2[key], key
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
+    before = path.read_bytes()
+
+    def half_then_crash(obj, f):
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", half_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(path, {"epoch": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_corrupt_and_unsafe_checkpoints_are_clear_errors(tmp_path):
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint(path, {"epoch": 1})
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(UserError, match=r"last.pt is truncated or corrupt"):
+        ckpt.load_checkpoint(path)
+
+    import datetime  # any class outside the safe list stands in for a malicious object
+
+    torch.save({"format": ckpt.CHECKPOINT_FORMAT, "thing": datetime.date(2020, 1, 1)}, path)
+    with pytest.raises(UserError, match="arbitrary pickled objects"):
+        ckpt.load_checkpoint(path)
+    with pytest.raises(UserError, match="no checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "nowhere")
+
+
+def test_non_finite_loss_stops_with_epoch_step_and_lr_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    import resnetlab.training.loop as loop
+
+    real, calls = loop.F.cross_entropy, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        if kwargs.get("reduction") == "sum":  # evaluation
+            return loss
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 12 else loss
+
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    cfg = tiny(tmp_path, "name=nan")
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 12 \(lr"):
+        fit(cfg)
+    state = ckpt.load_checkpoint(tmp_path / "runs" / "nan")
+    assert state["epoch"] == 1 and state["step"] == 8
+
+
+def test_config_errors_name_the_closest_key_before_anything_is_written(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(None, ["batchsize=3", f"out={out}"])
+    with pytest.raises(ConfigError, match=r"optim.lr='fast' should be float"):
+        load_config(None, ["lr=fast"])
+    with pytest.raises(ConfigError, match="schedule.name='linear'"):
+        load_config(None, ["schedule=linear"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_config(None, ["epochs"])
+    with pytest.raises(ConfigError, match="give one of them"):
+        load_config(None, ["resume=a", "init=b"])
+    with pytest.raises(UserError, match="unknown model"):
+        fit(load_config(None, ["model=resnet21", "data=synthetic", f"out={out}"]))
+    assert not out.exists()
+    assert main(["train", "optim.lrr=0.1"]) == 2
+
+
+def test_cli_train_runs_a_recipe_with_overrides(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {name: resnet20}\ndata: {name: synthetic, limit_train: 64, limit_val: 32}\n"
+        "optim: {batch_size: 32}\nschedule: {epochs: 1}\n"
+    )
+    assert main(["train", str(recipe), f"out={tmp_path}", "quiet=true", "output.tensorboard=false"]) == 0
+    assert "test top-1" in capsys.readouterr().out
+    assert (tmp_path / "resnet20-synthetic" / "summary.json").is_file()
+
+
+def test_paper_schedule_in_iterations():
+    cfg = ScheduleConfig(name="multistep", iterations=64_000, unit="iteration", milestones=[32_000, 48_000])
+    m = lr_multiplier(cfg, steps_per_epoch=352)
+    assert m(0) == 1 and m(31_999) == 1 and m(32_000) == pytest.approx(0.1) and m(48_000) == pytest.approx(0.01)
+    cos = lr_multiplier(ScheduleConfig(name="cosine", epochs=10, warmup=1), 100)
+    # Warm-up multiplies the cosine, which runs over the whole schedule: 0.5 * (1 + cos(pi * 99 / 1000)) at step 99.
+    assert (
+        cos(0) == pytest.approx(0.01 * 1.0, abs=1e-4) and cos(99) == pytest.approx(0.976, abs=1e-3) and cos(999) < 1e-4
+    )
+    one = lr_multiplier(ScheduleConfig(name="onecycle", epochs=4, pct_start=0.25), 100)
+    assert one(0) == pytest.approx(1 / 25) and one(100) == pytest.approx(1) and one(399) < 1e-3
+
+
+def test_every_recipe_loads_and_states_its_command_and_result():
+    recipes = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+    assert len(recipes) >= 4
+    for recipe in recipes:
+        head = recipe.read_text().splitlines()[:6]
+        assert any("resnetlab train" in line or "resnetlab finetune" in line for line in head), recipe
+        assert any("result" in line.lower() for line in head), recipe
+        load_config(recipe)
+
+
+def test_api_train_with_keyword_overrides(tmp_path):
+    result = resnetlab.train(
+        None,
+        model="resnet20",
+        data="synthetic",
+        epochs=1,
+        batch_size=32,
+        limit_train=64,
+        limit_val=32,
+        out=str(tmp_path),
+        quiet=True,
+    )
+    assert result.run_dir.is_dir() and np.isfinite(result.rows[0]["train_loss"])
