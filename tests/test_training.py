@@ -207,6 +207,7 @@ def test_config_errors_name_the_closest_key_before_anything_is_written(tmp_path)
         load_config(None, ["lr=fast"])
     with pytest.raises(ConfigError, match="schedule.name='linear'"):
         load_config(None, ["schedule=linear"])
+    assert load_config(None, ["weight_decay=1e-4"]).optim.weight_decay == 1e-4  # YAML alone would read text
     with pytest.raises(ConfigError, match="not key=value"):
         load_config(None, ["epochs"])
     with pytest.raises(ConfigError, match="give one of them"):

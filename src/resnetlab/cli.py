@@ -186,14 +186,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_out(items: list[str], default: Path | None) -> tuple[list[str], Path | None]:
+    """Positional paths plus an optional out=PATH among them (else `default`)."""
+    outs = [i.split("=", 1)[1] for i in items if i.startswith("out=")]
+    return [i for i in items if not i.startswith("out=")], Path(outs[-1]) if outs else default
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .inference import embed
 
-    inputs = [a for a in args.inputs if not a.startswith("out=")]
-    outs = [a.split("=", 1)[1] for a in args.inputs if a.startswith("out=")]
-    out = Path(outs[-1] if outs else "features.npy")
+    inputs, out = split_out(args.inputs, Path("features.npy"))
     features, names, skipped = embed(args.weights, inputs, batch_size=args.batch_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, features)
@@ -226,6 +230,51 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"checked against PyTorch at batch {' and '.join(map(str, result.batches))}: "
             f"largest difference {result.max_abs_diff:.2e}"
         )
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from . import experiments
+
+    own = {"depths": "", "models": "", "steps": "", "preset": "quick", "name": "", "out": "runs"}
+    overrides = []
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"{item!r} is not key=value; for example depths=20,56 or models=plain56,resnet56")
+        if key in own:
+            own[key] = value
+        else:
+            overrides.append(item)  # a training setting, checked by the config loader
+    names = [m for m in own["models"].split(",") if m]
+    common = dict(preset=own["preset"], overrides=overrides, out=own["out"], name=own["name"])
+    if args.kind == "degradation":
+        try:
+            depths = [int(d) for d in (own["depths"] or "20,56").split(",")]
+        except ValueError:
+            raise UserError(f"depths={own['depths']!r} should be numbers such as 20,56") from None
+        exp_dir = experiments.degradation(depths, **common)
+    elif args.kind == "gradflow":
+        steps = int(own["steps"] or 100) if (own["steps"] or "100").isdigit() else -1
+        if steps < 0:
+            raise UserError(f"steps={own['steps']!r} should be a whole number such as 100")
+        exp_dir = experiments.gradflow(names or ["plain56", "resnet56"], steps=steps, **common)
+    else:
+        if not names:
+            raise UserError("compare needs models=NAME,NAME,... (for example models=resnet110,preact_resnet110)")
+        exp_dir = experiments.compare(names, **common)
+    print((exp_dir / "results.md").read_text().rstrip())
+    print(f"report: {exp_dir / 'report.md'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments import compare_runs
+
+    runs, out = split_out(args.runs, None)
+    exp_dir = compare_runs(runs, out or Path(runs[0]).parent / "compare")
+    print((exp_dir / "results.md").read_text().rstrip())
+    print(f"report: {exp_dir / 'report.md'}")
     return 0
 
 
@@ -281,6 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="a run directory or a .safetensors file")
     p.add_argument("settings", nargs="*", help="format=onnx|torchscript|safetensors out=PATH batch=dynamic|N")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("experiment", help="degradation, gradient flow, or a comparison: figures, table, report")
+    p.add_argument("kind", choices=("degradation", "gradflow", "compare"))
+    p.add_argument(
+        "settings",
+        nargs="*",
+        help="depths=20,56 | models=a,b  preset=quick|full  steps=N  name=  out=  "
+        "and any training key=value (data=, epochs=, ...)",
+    )
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("compare", help="the comparison figure and table from finished runs")
+    p.add_argument("runs", nargs="+", help="run directories; out=DIR names the output folder")
+    p.set_defaults(func=cmd_compare)
 
     data = sub.add_parser("data", help="inspect or fetch datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("info", help="counts per class, image shape, mean/std, where the files were found")

@@ -480,6 +480,13 @@ for _depth in (8, 14):
         source=HE2015.split(",")[0],
         description=f"CIFAR ResNet-{_depth} (6n+2 with n={_n}), option A",
     )
+    _register(
+        f"plain{_depth}",
+        dict(CIFAR_ARCH, depths=(_n,) * 3, plain=True),
+        CIFAR10,
+        source=HE2015.split(",")[0],
+        description=f"CIFAR Plain-{_depth}: ResNet-{_depth} without shortcuts",
+    )
 
 # Pre-activation (He et al. 2016): v2 blocks; bottlenecks for 164 and 1001 (9n+2 layers).
 _register(

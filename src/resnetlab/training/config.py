@@ -175,6 +175,11 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     origin = typing.get_origin(kind)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as text; Python reads it as a number
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is str and isinstance(value, bool):  # YAML reads `true` as a bool; "true"/"false" fields want text
         return "true" if value else "false"
     if kind is str and isinstance(value, int | float) and not isinstance(value, bool):

@@ -322,7 +322,7 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        if start_epoch >= epochs:
+        if start_epoch >= epochs and (run_dir / "summary.json").is_file():
             raise UserError(
                 f"{run_dir} already finished its {epochs} epochs; to train on, start a new run with init={run_dir}"
             )
@@ -478,74 +478,71 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
 
     if not is_main:
         return RunResult(Path("."), {}, rows)
-    return _finish(
-        cfg,
-        run_dir,
-        rows,
-        best,
-        model,
-        eval_model,
-        val,
-        train_data,
-        val_data,
-        dtype,
-        device,
-        channels_last,
-        mean,
-        std,
-        params,
-        time.perf_counter() - wall_start,
-        writer,
+    if start_epoch >= epochs:  # every epoch was done, but the run stopped before its plots and summary
+        val = evaluate(eval_model, val_loader, device, dtype, num_classes)
+    ctx = Finished(
+        cfg, run_dir, model, eval_model, train_data, val_data, device, dtype, channels_last, mean, std, params, writer
     )
+    return _finish(ctx, rows, best, val, time.perf_counter() - wall_start)
+
+
+@dataclass
+class Finished:
+    """What the end of a run needs from it."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    model: nn.Module
+    eval_model: nn.Module
+    train_data: Dataset
+    val_data: Dataset
+    device: torch.device
+    dtype: torch.dtype | None
+    channels_last: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    params: int
+    writer: Any
 
 
 def _finish(
-    cfg,
-    run_dir,
-    rows,
-    best,
-    model,
-    eval_model,
-    val,
-    train_data,
-    val_data,
-    dtype,
-    device,
-    channels_last,
-    mean,
-    std,
-    params,
-    wall,
-    writer,
+    ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], val: dict[str, Any], wall: float
 ) -> RunResult:
     """Plots, the test-set figure (when validation was a hold-out) and summary.json."""
-    title = f"{cfg.model.name} on {train_data.info.name}"
-    smoothing = cfg.optim.label_smoothing
+    title = f"{ctx.cfg.model.name} on {ctx.train_data.info.name}"
+    smoothing = ctx.cfg.optim.label_smoothing
     plot_curves(
-        run_dir / "curves.png", rows, title, f"train loss with label smoothing {smoothing:g}" if smoothing else ""
+        ctx.run_dir / "curves.png", rows, title, f"train loss with label smoothing {smoothing:g}" if smoothing else ""
     )
     plot_confusion(
-        run_dir / "confusion_matrix.png",
+        ctx.run_dir / "confusion_matrix.png",
         val["confusion"],
-        val_data.classes,
-        f"{title}: {'validation' if cfg.data.val_fraction else 'test'} top-1 {100 * val['top1']:.2f}%",
+        ctx.val_data.classes,
+        f"{title}: {'validation' if ctx.cfg.data.val_fraction else 'test'} top-1 {100 * val['top1']:.2f}%",
     )
-    test, test_split = val, "validation" if cfg.data.val_fraction else "test"
-    if cfg.data.val_fraction:  # validation was carved from train: measure the real test split once, at the end
+    test, test_split = val, "validation" if ctx.cfg.data.val_fraction else "test"
+    if ctx.cfg.data.val_fraction:  # validation was carved from train: measure the real test split once, at the end
         try:
-            test_data = load_split(replace(cfg, data=replace(cfg.data, val_fraction=0.0)), "test")
+            test_data = load_split(replace(ctx.cfg, data=replace(ctx.cfg.data, val_fraction=0.0)), "test")
         except UserError:  # an image folder without a test/ (or val/) folder: the hold-out is all there is
             test_data = None
         if test_data is not None:
-            test_loader = make_loader(cfg, test_data, False, device, channels_last, mean, std)
-            test, test_split = evaluate(eval_model, test_loader, device, dtype, len(test_data.classes)), "test"
-    in_size = (int(train_data.images.shape[-1]), int(train_data.images.shape[1]), int(train_data.images.shape[2]))
+            test_loader = make_loader(ctx.cfg, test_data, False, ctx.device, ctx.channels_last, ctx.mean, ctx.std)
+            test, test_split = (
+                evaluate(ctx.eval_model, test_loader, ctx.device, ctx.dtype, len(test_data.classes)),
+                "test",
+            )
+    in_size = (
+        int(ctx.train_data.images.shape[-1]),
+        int(ctx.train_data.images.shape[1]),
+        int(ctx.train_data.images.shape[2]),
+    )
     summary = {
-        "model": cfg.model.name,
-        "dataset": train_data.info.name,
-        "run_dir": str(run_dir),
-        "parameters": params,
-        "macs_per_image": count_macs(_cpu_copy(model), in_size),
+        "model": ctx.cfg.model.name,
+        "dataset": ctx.train_data.info.name,
+        "run_dir": str(ctx.run_dir),
+        "parameters": ctx.params,
+        "macs_per_image": count_macs(_cpu_copy(ctx.model), in_size),
         "epochs": len(rows),
         "steps": rows[-1]["step"] if rows else 0,
         "final": rows[-1] if rows else {},
@@ -555,22 +552,19 @@ def _finish(
         "test_top1": test["top1"],
         "test_top5": test["top5"],
         "test_loss": test["loss"],
-        "test_per_class": dict(zip(val_data.classes, test["per_class"])),
+        "test_per_class": dict(zip(ctx.val_data.classes, test["per_class"])),
         "wall_s": wall,
         "train_images_per_s": float(np.mean([r["images_per_s"] for r in rows])) if rows else 0.0,
-        "device": str(device),
-        "precision": "fp32" if dtype is None else str(dtype).split(".")[-1],
-        "channels_last": channels_last,
+        "device": str(ctx.device),
+        "precision": "fp32" if ctx.dtype is None else str(ctx.dtype).split(".")[-1],
+        "channels_last": ctx.channels_last,
     }
-    write_json(run_dir / "summary.json", summary)
-    if writer is not None:
-        writer.close()
-    _say(
-        cfg,
-        f"{test_split} top-1 {100 * test['top1']:.2f}%  top-5 {100 * test['top5']:.2f}%  in {wall:.0f}s  ->  {run_dir}",
-        force=True,
-    )
-    return RunResult(run_dir, summary, rows)
+    write_json(ctx.run_dir / "summary.json", summary)
+    if ctx.writer is not None:
+        ctx.writer.close()
+    scores = f"top-1 {100 * test['top1']:.2f}%  top-5 {100 * test['top5']:.2f}%"
+    _say(ctx.cfg, f"{test_split} {scores}  in {wall:.0f}s  ->  {ctx.run_dir}", force=True)
+    return RunResult(ctx.run_dir, summary, rows)
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
