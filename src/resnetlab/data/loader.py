@@ -1,0 +1,209 @@
+"""Batches from a dataset held whole in memory, augmented as tensor operations on the whole batch.
+
+No worker processes and no per-image Python: the uint8 images live on the training device as one
+(N, C, H, W) tensor; a batch is an index, one gather that crops and flips every image at once, a
+conversion to float with the normalisation fused in, then optional cutout, mixup or cutmix.
+
+Every random choice of an epoch (order, crop offsets, flips, cutout squares, mixup weights) is drawn
+up front from a generator seeded by (seed, epoch), so an epoch is a pure function of those two numbers
+and a resumed run can start at any batch and see exactly what it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .sources import Dataset
+
+PAD_MODES = ("zeros", "reflect")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; evaluation applies none. Each is off at its zero value."""
+
+    crop_padding: int = 0  # pad by this many pixels, then crop back at a random offset (a random translate)
+    pad_mode: str = "zeros"  # "zeros" (He et al. 2015, torchvision's RandomCrop) or "reflect"
+    hflip: bool = False  # flip half the images left-right
+    cutout: int = 0  # side of a square set to the mean at a random place (DeVries & Taylor 2017)
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing of image pairs and their labels (Zhang et al. 2018)
+    cutmix: float = 0.0  # Beta(alpha, alpha) box pasted from a paired image (Yun et al. 2019)
+
+    def validate(self) -> None:
+        if self.crop_padding < 0 or self.cutout < 0 or self.mixup < 0 or self.cutmix < 0:
+            raise UserError(f"augmentation values must be >= 0 (0 turns one off), got {self}")
+        if self.pad_mode not in PAD_MODES:
+            raise UserError(f"pad_mode={self.pad_mode!r} is unknown; use 'zeros' or 'reflect'")
+
+
+@dataclass
+class EpochPlan:
+    """Every random draw of one epoch for this rank; batch b uses rows [b * B, (b + 1) * B)."""
+
+    order: torch.Tensor  # (n,) int64 sample indices
+    offsets: torch.Tensor  # (n, 2) int64 crop offsets (dy, dx) in [0, 2 * padding]
+    flips: torch.Tensor  # (n,) bool
+    cutout_centres: torch.Tensor  # (n, 2) int64
+    mix_lams: np.ndarray  # (batches,) mixing weight of each batch (1.0: no mixing)
+    mix_kinds: np.ndarray  # (batches,) 0 none, 1 mixup, 2 cutmix
+    mix_boxes: np.ndarray  # (batches, 2) cutmix box centre (cy, cx)
+
+
+class BatchLoader:
+    """Iterate (images, targets) batches. Images: float (B, C, H, W) normalised; targets: int64 (B,) or,
+    under mixup/cutmix, float (B, num_classes) probabilities."""
+
+    def __init__(
+        self,
+        data: Dataset,
+        batch_size: int,
+        *,
+        train: bool,
+        augment: AugmentConfig | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        device: str | torch.device = "cpu",
+        channels_last: bool = False,
+        drop_last: bool | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_classes: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch_size={batch_size} must be a positive integer")
+        if not 0 <= rank < world_size:
+            raise UserError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.augment = augment if (augment is not None and train) else AugmentConfig()
+        self.augment.validate()
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.drop_last = train if drop_last is None else drop_last
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.num_classes = num_classes or len(data.classes)
+        # (N, H, W, C) uint8 -> (N, C, H, W) uint8 on the device, once.
+        self.images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(self.device)
+        self.labels = torch.from_numpy(np.asarray(data.labels, np.int64)).to(self.device)
+        channels = self.images.shape[1]
+        mean = torch.tensor(mean if mean is not None else data.info.mean, dtype=torch.float32)
+        std = torch.tensor(std if std is not None else data.info.std, dtype=torch.float32)
+        if mean.numel() not in (1, channels) or std.numel() not in (1, channels):
+            raise UserError(f"mean/std have {mean.numel()}/{std.numel()} values; the images have {channels} channels")
+        # x_normalised = (x / 255 - mean) / std = x * scale + bias, per channel.
+        self.scale = (1.0 / (255.0 * std)).expand(channels).reshape(1, -1, 1, 1).to(self.device)
+        self.bias = (-mean / std).expand(channels).reshape(1, -1, 1, 1).to(self.device)
+        n = len(self.labels)
+        # Training shards all have floor(N / world) samples so that every rank runs the same number of steps.
+        self.shard_size = n // world_size if train else len(range(rank, n, world_size))
+        if self.shard_size == 0:
+            raise UserError(f"the dataset has {n} images, too few for {world_size} ranks")
+        self.epoch_index = 0
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.shard_size, self.batch_size)
+        return full if (self.drop_last and full > 0) else full + (rest > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch_index = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(self.epoch_index)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        """The random draws of `epoch` on this rank (a pure function of seed and epoch)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
+        order = order[self.rank :: self.world_size][: self.shard_size]
+        a, (h, w) = self.augment, self.images.shape[-2:]
+        offsets = torch.randint(0, 2 * a.crop_padding + 1, (n, 2), generator=gen)[: len(order)]
+        flips = (torch.rand(n, generator=gen) < 0.5)[: len(order)] if a.hflip else torch.zeros(len(order), dtype=torch.bool)
+        centres = torch.stack([torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)], 1)
+        rng = np.random.default_rng([self.seed, epoch, 7])
+        batches = len(self)
+        kinds = np.zeros(batches, np.int64)
+        if a.mixup > 0 and a.cutmix > 0:
+            kinds = rng.integers(1, 3, batches)  # half mixup, half cutmix, as timm switches
+        elif a.mixup > 0 or a.cutmix > 0:
+            kinds[:] = 1 if a.mixup > 0 else 2
+        alphas = np.where(kinds == 1, a.mixup, a.cutmix)
+        lams = np.where(kinds > 0, rng.beta(np.maximum(alphas, 1e-6), np.maximum(alphas, 1e-6)), 1.0)
+        boxes = np.stack([rng.integers(0, h, batches), rng.integers(0, w, batches)], 1)
+        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `epoch`, from `start_batch` on (to resume mid-epoch)."""
+        plan = self.plan(epoch)
+        for b in range(start_batch, len(self)):
+            rows = slice(b * self.batch_size, min((b + 1) * self.batch_size, len(plan.order)))
+            yield self.make_batch(plan, rows, b)
+
+    def make_batch(self, plan: EpochPlan, rows: slice, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = plan.order[rows].to(self.device)
+        x = self.images[idx]  # (B, C, H, W) uint8
+        y = self.labels[idx]
+        a = self.augment
+        if a.crop_padding or a.hflip:
+            x = crop_and_flip(x, plan.offsets[rows].to(self.device), plan.flips[rows].to(self.device), a.crop_padding, a.pad_mode)
+        x = x.float().mul_(self.scale).add_(self.bias)  # to float and normalised in one pass
+        if a.cutout:
+            x = cutout(x, plan.cutout_centres[rows].to(self.device), a.cutout)
+        if plan.mix_kinds[b] if len(plan.mix_kinds) else 0:
+            x, y = mix(x, y, self.num_classes, float(plan.mix_lams[b]), int(plan.mix_kinds[b]), plan.mix_boxes[b])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+def crop_and_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int, mode: str) -> torch.Tensor:
+    """Pad every image by `padding`, then take each one's H x W window at its offset, mirrored where flipped.
+
+    x (B, C, H, W); offsets (B, 2) in [0, 2 * padding]; flips (B,) bool. Two gathers, no Python loop.
+    """
+    bsz, c, h, w = x.shape
+    if padding:
+        if mode == "reflect":  # reflection padding is defined for floating point tensors only
+            x = F.pad(x.float(), (padding,) * 4, mode="reflect").to(x.dtype)
+        else:
+            x = F.pad(x, (padding,) * 4)
+    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (B, H) source rows
+    cols = torch.arange(w, device=x.device).expand(bsz, w)
+    cols = torch.where(flips[:, None], cols.flip(1), cols) + offsets[:, 1:2]  # (B, W) source columns, mirrored
+    x = x.gather(2, rows[:, None, :, None].expand(bsz, c, h, x.shape[-1]))
+    return x.gather(3, cols[:, None, None, :].expand(bsz, c, h, w))
+
+
+def cutout(x: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero (the mean, after normalisation) a size x size square around each centre; clipped at borders."""
+    h, w = x.shape[-2:]
+    r = torch.arange(h, device=x.device)[None, :, None]
+    c = torch.arange(w, device=x.device)[None, None, :]
+    cy, cx = centres[:, 0, None, None], centres[:, 1, None, None]
+    inside = (r >= cy - size // 2) & (r < cy - size // 2 + size) & (c >= cx - size // 2) & (c < cx - size // 2 + size)
+    return x.masked_fill(inside[:, None], 0.0)
+
+
+def mix(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, lam: float, kind: int, box: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (kind 1) or CutMix (kind 2) of each image with its mirror in the batch (x.flip(0))."""
+    target = F.one_hot(y, num_classes).float()
+    other_x, other_t = x.flip(0), target.flip(0)
+    if kind == 1:
+        x = x * lam + other_x * (1.0 - lam)
+    else:
+        h, w = x.shape[-2:]
+        cut_h, cut_w = int(h * np.sqrt(1.0 - lam)), int(w * np.sqrt(1.0 - lam))
+        y0, y1 = np.clip([box[0] - cut_h // 2, box[0] + cut_h - cut_h // 2], 0, h)
+        x0, x1 = np.clip([box[1] - cut_w // 2, box[1] + cut_w - cut_w // 2], 0, w)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = other_x[:, :, y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)  # the area actually pasted
+    return x, target * lam + other_t * (1.0 - lam)

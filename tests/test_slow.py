@@ -1,0 +1,27 @@
+"""Longer checks, run with `make test-slow` (pytest -m slow): real data, full-size inputs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetlab.models import create_model, list_models, model_info
+from resnetlab.training import load_config
+from resnetlab.training.loop import fit
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if model_info(n).dataset == "imagenet"])
+def test_imagenet_models_at_their_published_input_size(name):
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST is not installed")
+def test_one_epoch_of_the_demo_recipe_learns_fashion_mnist(tmp_path):
+    recipe = Path(__file__).parent.parent / "configs" / "fashion_mnist_fast.yaml"
+    result = fit(load_config(recipe, ["epochs=1", "quiet=true", f"out={tmp_path}"]))
+    assert result.summary["test_top1"] > 0.80  # one one-cycle epoch of ResNet-14 reaches about 85% here
