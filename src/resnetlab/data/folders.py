@@ -109,7 +109,11 @@ def _cached(class_root: Path, classes: list[str], size: int, channels: int) -> D
         shown = ", ".join(p for p, _ in index["skipped"][:5]) + (", ..." if len(index["skipped"]) > 5 else "")
         log.warning(
             "skipped %d of %d files in %s (%s); the list is in %s",
-            len(index["skipped"]), len(index["skipped"]) + len(index["labels"]), class_root, shown, cache / "skipped.txt",
+            len(index["skipped"]),
+            len(index["skipped"]) + len(index["labels"]),
+            class_root,
+            shown,
+            cache / "skipped.txt",
         )
     labels = np.asarray(index["labels"], np.int64)
     for label, name in enumerate(classes):

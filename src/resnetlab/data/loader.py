@@ -89,7 +89,9 @@ class BatchLoader:
         self.channels_last = channels_last
         self.num_classes = num_classes or len(data.classes)
         # (N, H, W, C) uint8 -> (N, C, H, W) uint8 on the device, once.
-        self.images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(self.device)
+        self.images = (
+            torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(self.device)
+        )
         self.labels = torch.from_numpy(np.asarray(data.labels, np.int64)).to(self.device)
         channels = self.images.shape[1]
         mean = torch.tensor(mean if mean is not None else data.info.mean, dtype=torch.float32)
@@ -124,7 +126,9 @@ class BatchLoader:
         order = order[self.rank :: self.world_size][: self.shard_size]
         a, (h, w) = self.augment, self.images.shape[-2:]
         offsets = torch.randint(0, 2 * a.crop_padding + 1, (n, 2), generator=gen)[: len(order)]
-        flips = (torch.rand(n, generator=gen) < 0.5)[: len(order)] if a.hflip else torch.zeros(len(order), dtype=torch.bool)
+        flips = (
+            (torch.rand(n, generator=gen) < 0.5)[: len(order)] if a.hflip else torch.zeros(len(order), dtype=torch.bool)
+        )
         centres = torch.stack([torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)], 1)
         rng = np.random.default_rng([self.seed, epoch, 7])
         batches = len(self)
@@ -151,7 +155,9 @@ class BatchLoader:
         y = self.labels[idx]
         a = self.augment
         if a.crop_padding or a.hflip:
-            x = crop_and_flip(x, plan.offsets[rows].to(self.device), plan.flips[rows].to(self.device), a.crop_padding, a.pad_mode)
+            x = crop_and_flip(
+                x, plan.offsets[rows].to(self.device), plan.flips[rows].to(self.device), a.crop_padding, a.pad_mode
+            )
         x = x.float().mul_(self.scale).add_(self.bias)  # to float and normalised in one pass
         if a.cutout:
             x = cutout(x, plan.cutout_centres[rows].to(self.device), a.cutout)

@@ -1,9 +1,9 @@
 """Where images come from: every reader returns uint8 images (N, H, W, C), int64 labels and class names.
 
-    load_dataset("fashion-mnist", "train")     # IDX files: explicit path, data dir, Debian package, download
-    load_dataset("cifar10", "test")            # the python-pickle tarball or its extracted folder
-    load_dataset("path/to/folder", "train")    # root/<class>/*.jpg, or root/train|val/<class>/...
-    load_dataset("synthetic", "train")         # generated patterns for tests, clearly not real data
+load_dataset("fashion-mnist", "train")     # IDX files: explicit path, data dir, Debian package, download
+load_dataset("cifar10", "test")            # the python-pickle tarball or its extracted folder
+load_dataset("path/to/folder", "train")    # root/<class>/*.jpg, or root/train|val/<class>/...
+load_dataset("synthetic", "train")         # generated patterns for tests, clearly not real data
 """
 
 from __future__ import annotations
@@ -131,7 +131,18 @@ class IdxSpec:
     debian_dir: str | None = None  # /usr/share/datasets/<this>, from Debian's dataset-<name> package
 
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 # Checksums of the official archives as torchvision lists them; Fashion-MNIST's decompressed checksums are
 # those of Debian's recompressed copy (DESIGN.md), which match the official contents.
 IDX_SPECS = {
@@ -185,9 +196,7 @@ INFOS = {
     "kmnist": DatasetInfo(
         "kmnist", (0.1918,), (0.3483,), (1, 28, 28), ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), False
     ),
-    "cifar10": DatasetInfo(
-        "cifar10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32), (), hflip=True
-    ),
+    "cifar10": DatasetInfo("cifar10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32), (), hflip=True),
     "cifar100": DatasetInfo(
         "cifar100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), (3, 32, 32), (), hflip=True
     ),
@@ -287,7 +296,9 @@ def load_idx_path(path: Path, split: str) -> Dataset:
         images = sorted(p for p in path.iterdir() if "images-idx3" in p.name and split in p.name)
         labels = sorted(p for p in path.iterdir() if "labels-idx1" in p.name and split in p.name)
     if not images or not labels:
-        raise UserError(f"no {split} IDX image and label files in {path}; expected names like train-images-idx3-ubyte.gz")
+        raise UserError(
+            f"no {split} IDX image and label files in {path}; expected names like train-images-idx3-ubyte.gz"
+        )
     spec = IdxSpec(path.name, (), {"x": (images[0].name, ""), "y": (labels[0].name, "")}, {})
     return _read_idx_pair(spec, split, ("x", "y"), [images[0], labels[0]], str(path))
 
@@ -489,7 +500,9 @@ def load_dataset(
     if key not in NAMES and candidate.is_dir() and not any("idx3" in p.name for p in candidate.iterdir()):
         from .folders import load_folder  # image folders: Pillow decoding and a cache, kept apart
 
-        return load_folder(candidate, split, image_size=image_size, channels=channels, val_fraction=val_fraction, seed=seed)
+        return load_folder(
+            candidate, split, image_size=image_size, channels=channels, val_fraction=val_fraction, seed=seed
+        )
     if split == "test" or val_fraction == 0.0:
         return _load_split(key, candidate, "test" if split == "val" else split, path, allow_download)
     return holdout(_load_split(key, candidate, "train", path, allow_download), val_fraction, seed)[split == "val"]
@@ -522,8 +535,14 @@ def holdout(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, 
     parts = []
     for split, idx in (("train", np.sort(order[n_val:])), ("val", np.sort(order[:n_val]))):
         parts.append(
-            Dataset(dataset.images[idx], dataset.labels[idx], dataset.classes, dataset.info, split,
-                    f"{dataset.source} ({split} part of a {fraction:g} hold-out, seed {seed})")
+            Dataset(
+                dataset.images[idx],
+                dataset.labels[idx],
+                dataset.classes,
+                dataset.info,
+                split,
+                f"{dataset.source} ({split} part of a {fraction:g} hold-out, seed {seed})",
+            )
         )
     return parts[0], parts[1]
 

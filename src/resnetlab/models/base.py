@@ -6,8 +6,29 @@ A subclass defines `forward_stages(x) -> [stage outputs]` and `forward_features(
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any, TypeVar
+
 import torch
 from torch import nn
+
+from ..errors import ConfigError
+
+T = TypeVar("T")
+
+# Registry facts shared by the families: where published figures come from, and the two dataset layouts.
+TV = "torchvision: IMAGENET1K_V1 weights, acc@1 on ImageNet-1k val (torchvision model docs)"
+IMAGENET = dict(dataset="imagenet", num_classes=1000, input_size=(3, 224, 224))
+CIFAR10 = dict(dataset="cifar10", num_classes=10, input_size=(3, 32, 32))
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any], family: str) -> T:
+    """A config dataclass from keyword arguments: unknown names are a ConfigError, lists become tuples."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {family} argument(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 class ClassifierNet(nn.Module):

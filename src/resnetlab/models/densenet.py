@@ -13,7 +13,7 @@ features.transitionN, features.norm5, classifier) so its weights load unchanged.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from ..errors import ConfigError
-from .base import ClassifierNet
+from .base import CIFAR10, IMAGENET, TV, ClassifierNet, config_from_dict
 from .registry import register_variant
 
 
@@ -177,18 +177,10 @@ class DenseNet(ClassifierNet):
 
 def build_densenet(**arch: Any) -> DenseNet:
     features_only = arch.pop("features_only", False)
-    known = {f.name for f in fields(DenseNetConfig)}
-    unknown = sorted(set(arch) - known)
-    if unknown:
-        raise ConfigError(f"unknown DenseNet argument(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
-    return DenseNet(DenseNetConfig(**arch), features_only=features_only)
+    return DenseNet(config_from_dict(DenseNetConfig, arch, "DenseNet"), features_only=features_only)
 
 
-TV = "torchvision: IMAGENET1K_V1 weights, acc@1 on ImageNet-1k val (torchvision model docs)"
 HUANG = "Huang et al. 2017: Densely Connected Convolutional Networks, table 2, CIFAR-10 (augmented) test error"
-IMAGENET = dict(dataset="imagenet", num_classes=1000, input_size=(3, 224, 224))
-CIFAR10 = dict(dataset="cifar10", num_classes=10, input_size=(3, 32, 32))
 
 for _depth, _k, _blocks, _init, _params, _acc in (
     (121, 32, (6, 12, 24, 16), 64, 7_978_856, "74.43%"),

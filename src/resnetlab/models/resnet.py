@@ -15,14 +15,14 @@ feature_info, and features_only=True for a backbone returning every stage's outp
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import ClassifierNet
+from .base import CIFAR10, IMAGENET, TV, ClassifierNet, config_from_dict
 from .layers import SHORTCUTS, SqueezeExcite, ZeroPadShortcut, conv, drop_path, make_act, make_norm, make_shortcut
 from .registry import register_variant
 
@@ -91,12 +91,7 @@ class ResNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ResNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown ResNet argument(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**values)
+        return config_from_dict(cls, values, "ResNet")
 
 
 @dataclass
@@ -344,14 +339,11 @@ class ResNet(ClassifierNet):
 # Named variants. Each is a dict of ResNetConfig fields plus its published facts.
 
 # A source reads "short citation: detail"; `resnetlab models` shows the part before the colon.
-TV = "torchvision: IMAGENET1K_V1 weights, acc@1 on ImageNet-1k val (torchvision model docs)"
 HE2015 = "He et al. 2015: Deep Residual Learning for Image Recognition, table 6, CIFAR-10 test error"
 HE2015_IN = "He et al. 2015: Deep Residual Learning for Image Recognition, table 2, ImageNet val top-1 error, 10-crop"
 HE2016 = "He et al. 2016: Identity Mappings in Deep Residual Networks, CIFAR-10 test error"
 WRN = "Zagoruyko & Komodakis 2016: Wide Residual Networks, CIFAR-10 test error, mean/std preprocessing"
 
-IMAGENET = dict(dataset="imagenet", num_classes=1000, input_size=(3, 224, 224))
-CIFAR10 = dict(dataset="cifar10", num_classes=10, input_size=(3, 32, 32))
 CIFAR_ARCH = dict(stem="cifar", stem_width=16, widths=(16, 32, 64))
 
 
