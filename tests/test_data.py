@@ -50,7 +50,7 @@ def write_idx_set(folder: Path, n_train=6, n_test=4, gz=True) -> tuple[np.ndarra
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_files_read_back_plain_and_gzipped(tmp_path, gz):
     images, labels = write_idx_set(tmp_path / "emnist-like", gz=gz)
-    data = load_dataset(str(tmp_path / "emnist-like"), "train")
+    data = load_dataset(str(tmp_path / "emnist-like"), "train", val_fraction=0.0)
     assert data.images.shape == (6, 5, 4, 1) and data.images.dtype == np.uint8
     assert np.array_equal(data.images[..., 0], images) and np.array_equal(data.labels, labels)
     assert data.labels.dtype == np.int64
@@ -142,7 +142,7 @@ def write_cifar(root: Path, n_per_batch=4) -> np.ndarray:
 def test_cifar_tarball_and_folder_read_back(tmp_path):
     rows = write_cifar(tmp_path)
     for source in (tmp_path / "cifar-10-python.tar.gz", tmp_path / "cifar-10-batches-py"):
-        data = load_dataset("cifar10", "train", path=source)
+        data = load_dataset("cifar10", "train", path=source, val_fraction=0.0)
         assert data.images.shape == (20, 32, 32, 3) and len(load_dataset("cifar10", "test", path=source)) == 4
         assert data.classes[0] == "airplane" and data.info.hflip
         # Row layout: 1024 red values, then green, then blue, each 32x32 row-major.
@@ -202,13 +202,13 @@ def test_image_folder_skips_bad_files_counts_and_lists_them(tmp_path, caplog):
 
 def test_image_folder_cache_is_reused_and_rebuilt_when_files_change(tmp_path):
     make_folder(tmp_path / "pets")
-    load_dataset(str(tmp_path / "pets"), "train", image_size=16)
+    load_dataset(str(tmp_path / "pets"), "train", image_size=16, val_fraction=0.0)
     cache = next((Path(os.environ["RESNETLAB_DATA"]) / "folders").iterdir()) / "images.npy"
     stamp = cache.stat().st_mtime_ns
-    assert len(load_dataset(str(tmp_path / "pets"), "train", image_size=16)) == 6
+    assert len(load_dataset(str(tmp_path / "pets"), "train", image_size=16, val_fraction=0.0)) == 6
     assert cache.stat().st_mtime_ns == stamp  # reused
     save_image(tmp_path / "pets" / "dog" / "new.png", (0, 0, 255))
-    assert len(load_dataset(str(tmp_path / "pets"), "train", image_size=16)) == 7  # rebuilt
+    assert len(load_dataset(str(tmp_path / "pets"), "train", image_size=16, val_fraction=0.0)) == 7  # rebuilt
 
 
 def test_image_folder_layouts_and_errors(tmp_path):
@@ -226,7 +226,9 @@ def test_image_folder_layouts_and_errors(tmp_path):
     val = load_dataset(str(tmp_path / "flat"), "val", image_size=8, val_fraction=0.5, seed=1)
     assert len(train) + len(val) == 6
     with pytest.raises(UserError, match="val_fraction"):
-        load_dataset(str(tmp_path / "flat"), "val", image_size=8)
+        load_dataset(str(tmp_path / "flat"), "val", image_size=8, val_fraction=0.0)
+    with pytest.raises(UserError, match="no test part"):
+        load_dataset(str(tmp_path / "flat"), "test", image_size=8)
 
     (tmp_path / "flat" / "empty_class").mkdir()
     with pytest.raises(UserError, match="empty_class"):
@@ -336,7 +338,7 @@ def test_bad_loader_arguments_are_user_errors():
     not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )
 def test_real_fashion_mnist_from_the_debian_package():
-    train = load_dataset("fashion-mnist", "train")
+    train = load_dataset("fashion-mnist", "train", val_fraction=0.0)
     test = load_dataset("fashion-mnist", "test")
     assert train.images.shape == (60_000, 28, 28, 1) and test.images.shape == (10_000, 28, 28, 1)
     assert len(train.classes) == 10 and np.bincount(train.labels).tolist() == [6000] * 10

@@ -68,6 +68,12 @@ def test_densenet_memory_efficient_gives_the_same_gradients():
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
+    # Recomputation in the backward pass must not update BatchNorm's running statistics a second time.
+    stats = [{n: b.clone() for n, b in model.named_buffers()} for model in (plain, efficient)]
+    assert stats[0].keys() == stats[1].keys()
+    for name in stats[0]:
+        torch.testing.assert_close(stats[0][name], stats[1][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert int(stats[1]["features.denseblock1.denselayer1.norm1.num_batches_tracked"]) == 1
 
 
 def test_crossblock_network_equals_its_resnet_at_initialisation():

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from .errors import UserError
 from .models import create_model, model_info
 from .training import TrainConfig, load_config
-from .training.loop import fit, load_split, make_loader, resolve_device
+from .training.loop import fit, make_loader, resolve_device
 from .training.report import _pyplot, read_metrics
+from .training.setup import load_run_data
 
 # Presets: "quick" shows the effect on Fashion-MNIST in about 20 minutes on 2 CPU cores (a 20k-image subset,
 # 4 epochs); "full" is He et al. 2015's CIFAR-10 recipe (64k iterations; for a GPU).
@@ -111,24 +112,37 @@ def read_member(run_dir: Path) -> Member:
 # Tables and figures
 
 
+def _error(accuracy: float | None) -> float | str:
+    return "-" if accuracy is None else round(100 * (1 - accuracy), 2)
+
+
 def results_table(members: list[Member]) -> list[dict[str, Any]]:
+    """One row per member: the last epoch's training error, the validation error of the epoch selected on
+    validation, and the test error of that epoch's weights (scored once, at the end of the run)."""
     rows = []
     for m in members:
-        last = m.rows[-1]
+        last, s = m.rows[-1], m.summary
         rows.append(
             {
-                "model": m.summary["model"],
-                "params": m.summary["parameters"],
-                "MMACs": round(m.summary["macs_per_image"] / 1e6, 1),
+                "model": s["model"],
+                "params": s["parameters"],
+                "MMACs": round(s["macs_per_image"] / 1e6, 1),
                 "train error %": round(100 * (1 - last["train_acc"]), 2),
-                "test error %": round(100 * (1 - m.summary["test_top1"]), 2),
-                "best test error %": round(100 * (1 - m.summary["best_val_top1"]), 2),
-                "images/s": round(m.summary["train_images_per_s"]),
-                "wall s": round(m.summary["wall_s"]),
+                "val error % (selected)": _error(s.get("best_val_top1")),
+                "epoch": s.get("best_epoch", len(m.rows)),
+                "test error %": _error(s.get("test_top1")),
+                "images/s": round(s["train_images_per_s"]),
+                "wall s": round(s["wall_s"]),
                 "run": m.run_dir.name,
             }
         )
     return rows
+
+
+TABLE_NOTE = (
+    "Train error: the last epoch's training batches as they were seen. Val error: the held-out validation "
+    "images, at the epoch selected on them. Test error: the test split, scored once for that epoch's weights."
+)
 
 
 def write_table(exp_dir: Path, rows: list[dict[str, Any]]) -> str:
@@ -159,8 +173,10 @@ def plot_error_curves(path: Path, members: list[Member], title: str, style=None)
         steps = [r["step"] for r in m.rows]
         kw = dict(color=colour, linestyle="--" if dashed else "-", marker="o", markersize=3, linewidth=1.8)
         ax_train.plot(steps, [100 * (1 - r["train_acc"]) for r in m.rows], label=m.name, **kw)
-        ax_test.plot(steps, [100 * (1 - r["val_top1"]) for r in m.rows], label=m.name, **kw)
-    for ax, what in ((ax_train, "training error (%)"), (ax_test, "test error (%)")):
+        split = "val" if "val_top1" in m.rows[-1] and m.rows[-1]["val_top1"] == m.rows[-1]["val_top1"] else "test"
+        ax_test.plot(steps, [100 * (1 - r[f"{split}_top1"]) for r in m.rows], label=m.name, **kw)
+    held_out = "validation error (%)" if split == "val" else "test error (%), display only"
+    for ax, what in ((ax_train, "training error (%)"), (ax_test, held_out)):
         ax.set(xlabel="iterations", ylabel=what)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
@@ -172,7 +188,7 @@ def plot_error_curves(path: Path, members: list[Member], title: str, style=None)
 def write_report(exp_dir: Path, title: str, intro: str, figures: list[str], table_md: str, findings: list[str]) -> Path:
     parts = [f"# {title}\n", intro.strip() + "\n"]
     parts += [f"![{Path(f).stem}]({f})\n" for f in figures]
-    parts += ["## Results\n", table_md, "Table: [results.csv](results.csv), [results.md](results.md).\n"]
+    parts += ["## Results\n", table_md, TABLE_NOTE + " Table: [results.csv](results.csv), [results.md](results.md).\n"]
     if findings:
         parts += ["## What it shows\n", "\n".join(f"- {f}" for f in findings) + "\n"]
     path = exp_dir / "report.md"
@@ -296,7 +312,7 @@ def gradflow(
     overrides = overrides or []
     exp_dir = experiment_dir(out, name or "gradflow-" + "-".join(models))
     base = member_config(preset, overrides, models[0], exp_dir)
-    data = load_split(base, "train")
+    data = load_run_data(base, need=("train",)).train
     device = resolve_device("cpu" if base.run.device == "auto" else base.run.device)
     loader = make_loader(base, data, True, device, False, tuple(data.info.mean), tuple(data.info.std))
     probe_x, probe_y = next(loader.epoch(10_000))  # one fixed batch, the same for every model and moment

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import BatchLoader, load_dataset
+from .data import BatchLoader, load_splits
 from .data.folders import IMAGE_EXTENSIONS, decode
+from .data.sources import ALIASES
+from .data.splits import sample
 from .errors import UserError
 from .models import create_model
 from .models.pretrained import load_into, read_state_dict, resolve_weights_path
@@ -116,6 +118,15 @@ def predict(source: str | Path, images: list[str | Path], topk: int = 5, device:
     ]
 
 
+def _same_data(a: str, b: str | None) -> bool:
+    """Whether two dataset names or paths mean the same data (aliases, relative and absolute paths)."""
+    if not b:
+        return False
+    if Path(a).expanduser().exists() and Path(b).expanduser().exists():
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return ALIASES.get(a.lower(), a.lower()) == ALIASES.get(b.lower(), b.lower())
+
+
 def evaluate(
     source: str | Path,
     data: str | None = None,
@@ -126,15 +137,56 @@ def evaluate(
     limit: int = 0,
     **data_options: Any,
 ) -> dict[str, Any]:
-    """Top-1, top-5, per-class accuracy and confusion matrix of a trained model on a dataset split."""
+    """Top-1, top-5, per-class accuracy and confusion matrix of a trained model on a dataset split.
+
+    On the data it was trained on, the split is the run's own, rebuilt from the settings recorded in the
+    weights: split="val" scores exactly the images the run held out (and selected on), split="train" those
+    it trained on; if an image folder has changed since, that is an error rather than a score on other images.
+    """
+    if split not in ("train", "val", "test"):
+        raise UserError(f"split={split!r} is unknown; use 'train', 'val' or 'test'")
     model, meta = load(source, "cpu")
-    name = data or meta.get("dataset")
+    run_data = meta.get("data") or meta.get("dataset")
+    name = data or run_data
     if not name:
         raise UserError("say which data to evaluate on: data=fashion-mnist, data=cifar10 or data=path/to/folder")
     channels, size, _ = meta["input_size"]
-    dataset = load_dataset(name, split, image_size=size, channels=channels, **data_options)
+    record = meta.get("split")
+    own_split = record is not None and (data is None or _same_data(data, run_data)) and not data_options
+    notes = []
+    if own_split:
+        options = dict(
+            val_fraction=record["val_fraction"],
+            seed=record["seed"],
+            limit_train=record["limit_train"],
+            limit_val=record["limit_val"],
+            path=meta.get("data_path") or None,
+        )
+    else:
+        options = {"val_fraction": 0.1, "seed": 0, **data_options}
+        if record is None:
+            if split == "val" and (data is None or _same_data(data, run_data)):
+                raise UserError(
+                    f"{source} was trained before resnetlab held out validation images, so it has no validation "
+                    "split of its own (its run validated on test); evaluate split=test or split=train"
+                )
+            notes.append(
+                "these weights were written before resnetlab held out validation images: their run chose its best "
+                "epoch on the test split, so a test figure of them is optimistic"
+            )
+    splits = load_splits(name, image_size=size, channels=channels, need=(split,), **options)
+    dataset = splits.part(split)
+    if dataset is None:
+        why = "held out no validation images (val_fraction=0)" if split == "val" else "has no test split"
+        raise UserError(f"{name} {why}; evaluate split=train{' or split=test' if split == 'val' else ' or split=val'}")
+    if own_split and split != "test" and record.get(f"{split}_digest") not in (None, splits.record[f"{split}_digest"]):
+        raise UserError(
+            f"{name} has changed since {source} was trained: its {split} part now holds {len(dataset):,} images "
+            f"(the run's held {record.get(f'{split}_count', '?'):,}), so it would score other images; restore the "
+            "folder, or evaluate with data= and val_fraction= to score the folder as it is now"
+        )
     if limit:
-        dataset.images, dataset.labels = dataset.images[:limit], dataset.labels[:limit]
+        dataset = sample(dataset, limit, seed=0, purpose=0)
     if list(dataset.classes) != list(meta["classes"]):
         raise UserError(
             f"{name} has classes {dataset.classes[:4]}...; the model was trained on {meta['classes'][:4]}..."
@@ -155,5 +207,9 @@ def evaluate(
     )
     result = evaluate_loader(model, loader, dev, dtype, len(dataset.classes))
     result["classes"] = list(dataset.classes)
-    result["dataset"] = f"{name} ({split}, {len(dataset):,} images)"
+    shown = Path(name).name if Path(name).exists() else name
+    own = ", the run's own split" if own_split and split != "test" else ""
+    result["dataset"] = f"{shown} ({split}, {len(dataset):,} images{own})"
+    result["split"] = split
+    result["notes"] = notes
     return result

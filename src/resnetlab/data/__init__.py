@@ -1,7 +1,9 @@
 """Where images come from (sources, folders) and how they become batches (loader)."""
 
+from .dataset import Dataset, DatasetInfo, data_dir
 from .loader import AugmentConfig, BatchLoader
-from .sources import Dataset, DatasetInfo, data_dir, dataset_info, holdout, load_dataset
+from .sources import dataset_info, load_dataset, load_splits
+from .splits import Splits, holdout
 
 __all__ = [
     "AugmentConfig",
@@ -12,4 +14,6 @@ __all__ = [
     "dataset_info",
     "holdout",
     "load_dataset",
+    "load_splits",
+    "Splits",
 ]

@@ -1,9 +1,10 @@
 """Folders of images: decoded once with Pillow, cached as a uint8 memory-mapped array beside a small index.
 
-Layouts: root/<class>/*.jpg (split by val_fraction), or root/train/<class>/... with root/val/ (or valid/,
-validation/) and root/test/. Each image is resized so that its shorter side is `image_size`, then
-centre-cropped to a square. Unreadable, truncated and non-image files are skipped, counted, named in
-one warning line and listed in skipped.txt beside the cache; they never stop a run half-way.
+Layouts: root/<class>/*.jpg (validation held out of it by val_fraction), or root/train/<class>/... with
+root/val/ (or valid/, validation/) and/or root/test/ (see splits.py for how each part is used). Each
+image is resized so that its shorter side is `image_size`, then centre-cropped to a square. Unreadable,
+truncated and non-image files are skipped, counted, named in one warning line and listed in skipped.txt
+beside the cache; they never stop a run half-way.
 The cache is keyed by folder, size and channels, and rebuilt when any file's size or mtime changes.
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import UserError
-from .sources import Dataset, DatasetInfo, data_dir, holdout
+from .dataset import Dataset, DatasetInfo, data_dir
 
 log = logging.getLogger("resnetlab")
 
@@ -29,15 +31,13 @@ VAL_NAMES = ("val", "valid", "validation")
 CACHE_VERSION = 1
 
 
-def split_dir(root: Path, split: str) -> Path | None:
-    """The folder holding `split`'s class folders, or None for a flat root/<class>/ layout."""
+def own_splits(root: Path) -> dict[str, Path | None]:
+    """The folders holding each split's class folders: root/train, root/val (valid/, validation/), root/test;
+    a flat root/<class>/ layout has only a train part (validation is then held out of it)."""
     if not (root / "train").is_dir():
-        return None
-    names = {"train": ("train",), "val": VAL_NAMES + ("test",), "test": ("test",) + VAL_NAMES}[split]
-    for name in names:
-        if (root / name).is_dir():
-            return root / name
-    raise UserError(f"{root} has train/ but no {' or '.join(n + '/' for n in names)} folder for the {split} split")
+        return {"train": root, "val": None, "test": None}
+    val = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
+    return {"train": root / "train", "val": val, "test": root / "test" if (root / "test").is_dir() else None}
 
 
 def scan(class_root: Path, classes: list[str]) -> tuple[list[tuple[str, int, int, int]], list[tuple[str, str]]]:
@@ -72,30 +72,27 @@ def decode(path: Path, size: int, channels: int) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
-def load_folder(
-    root: Path, split: str, *, image_size: int = 224, channels: int = 3, val_fraction: float = 0.0, seed: int = 0
-) -> Dataset:
+def folder_parts(root: Path, *, image_size: int = 224, channels: int = 3) -> dict[str, Callable[[], Dataset] | None]:
+    """Loaders of the folder's own parts (train, and val / test where it has those folders)."""
     root = root.expanduser().resolve()
     if channels not in (1, 3):
         raise UserError(f"channels={channels} is not supported for image folders; use 1 (grayscale) or 3 (RGB)")
     if image_size < 8:
         raise UserError(f"image_size={image_size} is too small; use at least 8 (32 for CIFAR-like, 224 for ImageNet)")
-    own_split = split_dir(root, split)
-    train_root = split_dir(root, "train") or root
+    dirs = own_splits(root)
+    train_root = dirs["train"]
+    assert train_root is not None
     classes = sorted(p.name for p in train_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UserError(f"{train_root} has no class folders; expected {train_root}/<class name>/<images>")
-    if own_split is None and split != "train" and val_fraction == 0.0:
-        raise UserError(f"{root} has no val/ folder; set val_fraction (for example 0.1) to hold out part of it")
 
-    data = _cached(own_split or root, classes, image_size, channels)
-    if own_split is None and val_fraction > 0:
-        return holdout(data, val_fraction, seed)[split != "train"]
-    data.split = split
-    return data
+    def reader(split: str, class_root: Path) -> Callable[[], Dataset]:
+        return lambda: _cached(class_root, classes, image_size, channels, root.name, split)
+
+    return {split: reader(split, d) if d is not None else None for split, d in dirs.items()}
 
 
-def _cached(class_root: Path, classes: list[str], size: int, channels: int) -> Dataset:
+def _cached(class_root: Path, classes: list[str], size: int, channels: int, shown_as: str, split: str) -> Dataset:
     files, skipped = scan(class_root, classes)
     fingerprint = hashlib.sha1(json.dumps([CACHE_VERSION, classes, files, skipped]).encode()).hexdigest()
     key = hashlib.sha1(f"{class_root}|{size}|{channels}".encode()).hexdigest()[:16]
@@ -119,10 +116,9 @@ def _cached(class_root: Path, classes: list[str], size: int, channels: int) -> D
     for label, name in enumerate(classes):
         if not (labels == label).any():
             raise UserError(f"class folder {class_root / name} has no readable images; add images or remove it")
-    info = DatasetInfo(
-        class_root.name, tuple(index["mean"]), tuple(index["std"]), (channels, size, size), tuple(classes), hflip=True
-    )
-    return Dataset(images, labels, list(classes), info, "train", str(class_root), [p for p, _ in index["skipped"]])
+    info = DatasetInfo(shown_as, tuple(index["mean"]), tuple(index["std"]), (channels, size, size), tuple(classes), True)
+    skipped = [p for p, _ in index["skipped"]]
+    return Dataset(images, labels, list(classes), info, split, str(class_root), skipped, files=list(index["files"]))
 
 
 def _read_index(path: Path) -> dict | None:

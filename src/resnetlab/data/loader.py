@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .sources import Dataset
+from .dataset import Dataset
 
 PAD_MODES = ("zeros", "reflect")
 

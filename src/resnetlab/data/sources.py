@@ -24,45 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError, did_you_mean
-
-
-@dataclass
-class Dataset:
-    """One split of a dataset, whole in memory."""
-
-    images: np.ndarray  # uint8 (N, H, W, C)
-    labels: np.ndarray  # int64 (N,)
-    classes: list[str]
-    info: DatasetInfo
-    split: str
-    source: str  # where the files were found, for `data info` and run summaries
-    skipped: list[str] = field(default_factory=list)  # unreadable files (image folders)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model and the loader need to know about a dataset."""
-
-    name: str
-    mean: tuple[float, ...]  # per channel, on the [0, 1] scale
-    std: tuple[float, ...]
-    input_size: tuple[int, int, int]  # (C, H, W)
-    classes: tuple[str, ...]
-    hflip: bool  # whether a horizontal flip keeps the label (not for digits or letters)
-
+from .dataset import Dataset, DatasetInfo, data_dir
+from .folders import folder_parts
+from .splits import Splits, split_parts
 
 # ---------------------------------------------------------------------------------------------------
 # The data directory and downloads
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")
-
-
-def data_dir() -> Path:
-    """$RESNETLAB_DATA, else ~/.cache/resnetlab."""
-    return Path(os.environ.get("RESNETLAB_DATA") or Path.home() / ".cache" / "resnetlab").expanduser()
 
 
 def md5sum(path: Path | None = None, data: bytes | None = None) -> str:
@@ -474,6 +443,50 @@ NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "synthetic")
 ALIASES = {"fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
 
 
+def source_parts(
+    name_or_path: str,
+    *,
+    path: str | Path | None = None,
+    allow_download: bool = True,
+    image_size: int = 224,
+    channels: int = 3,
+) -> dict[str, Callable[[], Dataset] | None]:
+    """The splits a source has of its own, as loaders: {"train": ..., "val": ... or None, "test": ... or None}."""
+    key = ALIASES.get(name_or_path.lower(), name_or_path.lower())
+    candidate = Path(name_or_path).expanduser()
+    if key not in NAMES and candidate.is_dir() and not any("idx3" in p.name for p in candidate.iterdir()):
+        return folder_parts(candidate, image_size=image_size, channels=channels)
+
+    def reader(split: str) -> Callable[[], Dataset]:
+        return lambda: _load_split(key, candidate, split, path, allow_download)
+
+    if key not in NAMES and not candidate.exists():
+        reader("train")()  # an unknown name: the error says what would work, before anything else
+    return {"train": reader("train"), "val": None, "test": reader("test")}
+
+
+def load_splits(
+    name_or_path: str,
+    *,
+    path: str | Path | None = None,
+    allow_download: bool = True,
+    image_size: int = 224,
+    channels: int = 3,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    limit_train: int = 0,
+    limit_val: int = 0,
+    need: tuple[str, ...] = ("train", "val", "test"),
+) -> Splits:
+    """Train, validation and test parts of a dataset (see splits.py for where each comes from)."""
+    parts = source_parts(
+        name_or_path, path=path, allow_download=allow_download, image_size=image_size, channels=channels
+    )
+    return split_parts(
+        parts, val_fraction=val_fraction, seed=seed, limit_train=limit_train, limit_val=limit_val, need=need
+    )
+
+
 def load_dataset(
     name_or_path: str,
     split: str = "train",
@@ -482,30 +495,38 @@ def load_dataset(
     allow_download: bool = True,
     image_size: int = 224,
     channels: int = 3,
-    val_fraction: float = 0.0,
+    val_fraction: float = 0.1,
     seed: int = 0,
 ) -> Dataset:
     """Load one split ("train", "val" or "test") of a named dataset or of a folder of images/IDX/CIFAR files.
 
-    With val_fraction > 0, "train" and "val" are a fixed, seeded partition of the training images (the
-    paper's CIFAR recipe holds out 5k of 50k); with val_fraction = 0, "val" is the test split, or a
-    folder's own val/ subfolder.
+    "val" is the dataset's own validation folder, else a stratified hold-out of `val_fraction` of the training
+    images chosen by `seed` ("train" is then the rest); "test" is never used for validation.
     """
     if split not in ("train", "val", "test"):
         raise UserError(f"split={split!r} is unknown; use 'train', 'val' or 'test'")
-    if not 0.0 <= val_fraction < 1.0:
-        raise UserError(f"val_fraction={val_fraction} must be in [0, 1); 0.1 holds out a tenth of the training set")
-    key = ALIASES.get(name_or_path.lower(), name_or_path.lower())
-    candidate = Path(name_or_path).expanduser()
-    if key not in NAMES and candidate.is_dir() and not any("idx3" in p.name for p in candidate.iterdir()):
-        from .folders import load_folder  # image folders: Pillow decoding and a cache, kept apart
-
-        return load_folder(
-            candidate, split, image_size=image_size, channels=channels, val_fraction=val_fraction, seed=seed
+    splits = load_splits(
+        name_or_path,
+        path=path,
+        allow_download=allow_download,
+        image_size=image_size,
+        channels=channels,
+        val_fraction=val_fraction,
+        seed=seed,
+        need=(split,),
+    )
+    part = splits.part(split)
+    if part is None and split == "val":
+        raise UserError(
+            f"{name_or_path} has no validation part: val_fraction=0 holds nothing out and it has no val/ folder; "
+            "set val_fraction (for example 0.1)"
         )
-    if split == "test" or val_fraction == 0.0:
-        return _load_split(key, candidate, "test" if split == "val" else split, path, allow_download)
-    return holdout(_load_split(key, candidate, "train", path, allow_download), val_fraction, seed)[split == "val"]
+    if part is None:
+        raise UserError(
+            f"{name_or_path} has no test part: a flat folder of class folders is split into train and val only; "
+            "put the test images in a test/ folder beside train/"
+        )
+    return part
 
 
 def _load_split(key: str, candidate: Path, split: str, path: str | Path | None, allow_download: bool) -> Dataset:
@@ -522,29 +543,9 @@ def _load_split(key: str, candidate: Path, split: str, path: str | Path | None, 
     if candidate.is_dir():
         return load_idx_path(candidate, split)
     raise UserError(
-        f"dataset {candidate.name or key!r} is neither a known name{did_you_mean(key, list(NAMES))} nor an existing "
-        f"path; use one of {', '.join(NAMES)} or a folder of images"
+        f"dataset {str(candidate) if candidate.parts[:-1] else key!r} is neither a known name"
+        f"{did_you_mean(key, list(NAMES))} nor an existing path; use one of {', '.join(NAMES)} or a folder of images"
     )
-
-
-def holdout(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
-    """A fixed, seeded (train, val) partition: the same seed always holds out the same images."""
-    n = len(dataset)
-    n_val = max(1, int(round(n * fraction)))
-    order = np.random.default_rng(seed).permutation(n)
-    parts = []
-    for split, idx in (("train", np.sort(order[n_val:])), ("val", np.sort(order[:n_val]))):
-        parts.append(
-            Dataset(
-                dataset.images[idx],
-                dataset.labels[idx],
-                dataset.classes,
-                dataset.info,
-                split,
-                f"{dataset.source} ({split} part of a {fraction:g} hold-out, seed {seed})",
-            )
-        )
-    return parts[0], parts[1]
 
 
 def dataset_info(name: str) -> DatasetInfo | None:

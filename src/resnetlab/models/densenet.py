@@ -65,13 +65,30 @@ class DenseLayer(nn.Module):
         self.bottleneck_layers = bool(bn_size)
         self.dropout, self.memory_efficient = dropout, memory_efficient
 
-    def bottleneck(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def bottleneck(self, *inputs: torch.Tensor, recomputing: bool = False) -> torch.Tensor:
         x = torch.cat(inputs, 1)  # (N, sum of channels, H, W): the copy checkpointing avoids keeping
-        return self.conv1(self.relu1(self.norm1(x))) if self.bottleneck_layers else x
+        if not self.bottleneck_layers:
+            return x
+        if recomputing:  # the first pass's arithmetic exactly, but its running-statistic update goes to copies
+            n = self.norm1
+            momentum = n.momentum if n.momentum is not None else 0.0
+            mean, var = n.running_mean.clone(), n.running_var.clone()
+            x = F.batch_norm(x, mean, var, n.weight, n.bias, training=True, momentum=momentum, eps=n.eps)
+        else:
+            x = self.norm1(x)
+        return self.conv1(self.relu1(x))
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and self.training and any(t.requires_grad for t in inputs):
-            x = cp.checkpoint(self.bottleneck, *inputs, use_reentrant=False)
+            # checkpoint() runs the function now and again in the backward pass; the second run must not
+            # update norm1's running statistics a second time (they would drift from the ordinary mode's).
+            calls = []
+
+            def bottleneck_once(*tensors: torch.Tensor) -> torch.Tensor:
+                calls.append(None)
+                return self.bottleneck(*tensors, recomputing=len(calls) > 1)
+
+            x = cp.checkpoint(bottleneck_once, *inputs, use_reentrant=False)
         else:
             x = self.bottleneck(*inputs)
         x = self.conv2(self.relu2(self.norm2(x)))

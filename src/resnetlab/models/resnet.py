@@ -420,14 +420,24 @@ _register(
     source=TV,
     description="Wide ResNet-101-2",
 )
-for _depth, _err in ((18, "27.94%"), (34, "28.54%")):
+# He et al. 2015, table 2 / figure 4: the plain nets against ResNets with option A shortcuts (identity,
+# zero-padded where the width grows), so that both have exactly the same parameters.
+for _depth, _plain_err, _res_err in ((18, "27.94%", "27.88%"), (34, "28.54%", "25.03%")):
     _register(
         f"plain{_depth}",
         dict(block="basic", depths=_IMAGENET_DEPTHS[_depth][1], plain=True),
         IMAGENET,
-        result=f"{_err} top-1 error",
+        result=f"{_plain_err} top-1 error",
         source=HE2015_IN,
         description=f"Plain-{_depth}: ResNet-{_depth} without shortcuts",
+    )
+    _register(
+        f"resnet{_depth}_a",
+        dict(block="basic", depths=_IMAGENET_DEPTHS[_depth][1], shortcut="A"),
+        IMAGENET,
+        result=f"{_res_err} top-1 error",
+        source=HE2015_IN,
+        description=f"ResNet-{_depth}, option A shortcuts (parameter-free), as compared with Plain-{_depth}",
     )
 
 # CIFAR family (He et al. 2015, section 4.2): 6n+2 layers, 3 stages of n basic blocks, 16/32/64 channels.

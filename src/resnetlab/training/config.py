@@ -31,7 +31,8 @@ class ModelConfig:
 class DataConfig:
     name: str = "fashion-mnist"  # a dataset name or a path (image folder, IDX folder, CIFAR tarball)
     path: str = ""  # explicit location of a named dataset's files
-    val_fraction: float = 0.0  # > 0: validate on this held-out part of train; 0: validate on the test split
+    val_fraction: float = 0.1  # validate (select the best epoch) on this stratified part of train; 0: train on all
+    split_seed: int = 0  # chooses the held-out images (and limit_* samples), independently of run.seed
     image_size: int = 0  # image folders: square side (0: 224); named datasets keep their size
     channels: int = 0  # image folders: 1 or 3 (0: 3)
     crop_padding: int = 4  # pad + random crop; 0 turns it off
@@ -40,8 +41,8 @@ class DataConfig:
     cutout: int = 0
     mixup: float = 0.0
     cutmix: float = 0.0
-    limit_train: int = 0  # use only the first N training images (0: all)
-    limit_val: int = 0  # and the first N validation images
+    limit_train: int = 0  # use a stratified, seeded sample of N training images (0: all)
+    limit_val: int = 0  # and of N validation images
     mean: list[float] = field(default_factory=list)  # normalisation; empty: from the init weights, else the data
     std: list[float] = field(default_factory=list)
 
@@ -143,6 +144,7 @@ SHORT_KEYS = {
     "limit_train": "data.limit_train",
     "limit_val": "data.limit_val",
     "val_fraction": "data.val_fraction",
+    "split_seed": "data.split_seed",
     "freeze": "finetune.freeze",
     "freeze_bn": "finetune.freeze_bn",
     "backbone_lr": "finetune.backbone_lr",
@@ -207,6 +209,7 @@ def apply(cfg: TrainConfig, key: str, value: Any) -> None:
     dotted = SHORT_KEYS.get(key, key)
     if dotted.startswith("model.args."):  # free-form architecture arguments: checked when the model is built
         cfg.model.args[dotted.split(".", 2)[2]] = value
+        _given(cfg).add(dotted)
         return
     parts = dotted.split(".")
     valid = all_keys()
@@ -214,6 +217,46 @@ def apply(cfg: TrainConfig, key: str, value: Any) -> None:
         raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, valid + list(SHORT_KEYS))}")
     section = getattr(cfg, parts[0])
     setattr(section, parts[1], _coerce(dotted, value, _field_type(section, parts[1])))
+    _given(cfg).add(dotted)
+
+
+def _given(cfg: TrainConfig) -> set[str]:
+    """The dotted keys a recipe, an override or a keyword argument set on `cfg` (not its dataclass defaults)."""
+    if "_given" not in vars(cfg):
+        cfg._given = set()  # type: ignore[attr-defined]
+    return cfg._given  # type: ignore[attr-defined]
+
+
+def get(cfg: TrainConfig, dotted: str) -> Any:
+    """The value at a dotted key ('optim.lr', or 'model.args.drop_path_rate': None when not set)."""
+    section, _, name = dotted.partition(".")
+    if section == "model" and name.startswith("args."):
+        return cfg.model.args.get(name.split(".", 1)[1])
+    return getattr(getattr(cfg, section), name)
+
+
+def given_keys(cfg: TrainConfig) -> list[str]:
+    """Every key the user set: those applied by name, and any that differ from the defaults (a TrainConfig
+    built directly in Python records nothing else)."""
+    default = TrainConfig()
+    differing = {k for k in all_keys() if k != "model.args" and get(cfg, k) != get(default, k)}
+    differing |= {f"model.args.{name}" for name in cfg.model.args}
+    return sorted(_given(cfg) | differing)
+
+
+# What a setting changes, for resume=: what is learned (refused when it differs from the run's), only the
+# arithmetic (applied; the resumed run is no longer bit-identical), or nothing computed (applied silently).
+ARITHMETIC_KEYS = ("run.device", "run.precision", "run.channels_last", "run.compile", "run.threads")
+DISPLAY_KEYS = ("run.quiet", "run.checkpoint_every", "output.tensorboard", "output.out", "output.name", "output.resume")
+
+
+def setting_kind(dotted: str) -> str:
+    """'learning', 'arithmetic' or 'display' (see above)."""
+    if dotted in ARITHMETIC_KEYS:
+        return "arithmetic"
+    if dotted in DISPLAY_KEYS:
+        return "display"
+    return "learning"
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
@@ -246,6 +289,7 @@ def from_dict(values: dict[str, Any], cfg: TrainConfig | None = None) -> TrainCo
         for key, value in entries.items():
             if section == "model" and key == "args":
                 cfg.model.args = _coerce("model.args", value, dict[str, Any])
+                _given(cfg).update(f"model.args.{name}" for name in cfg.model.args)
             else:
                 apply(cfg, f"{section}.{key}", value)
     return cfg
@@ -301,6 +345,7 @@ def validate(cfg: TrainConfig) -> None:
         "optim.momentum",
         "data.limit_train",
         "data.limit_val",
+        "data.split_seed",
         "data.crop_padding",
         "data.cutout",
         "data.mixup",

@@ -3,20 +3,22 @@
     result = fit(load_config("configs/fashion_mnist_fast.yaml"))
     print(result.run_dir, result.summary["test_top1"])
 
-The order of a run: resolve the config -> read the data -> build the model (and load init weights) ->
-create the run directory -> for every epoch: train, validate, write metrics and checkpoints -> plots and
-summary. Everything random follows from the seed; a run resumed from its last checkpoint (written at
-every epoch end, and every `checkpoint_every` steps) ends with the same weights as one never stopped.
+The order of a run: resolve the config -> read the data (train, a held-out validation part, test) ->
+build the model (and load init weights) -> create the run directory -> for every epoch: train, validate,
+keep the best weights by validation, write metrics and checkpoints -> score the selected weights on
+test, once -> plots and summary. Everything random follows from the seeds; a run resumed from its last
+checkpoint (written at every epoch end, and every `checkpoint_every` steps) ends with the same weights
+as one never stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,29 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import AugmentConfig, BatchLoader, Dataset, load_dataset
+from ..data import BatchLoader, Dataset
+from ..data.splits import describe
 from ..errors import UserError
-from ..models import create_model, model_info
 from ..models.pretrained import load_into, read_state_dict
 from ..models.summary import count_macs, count_params
-from .checkpoint import load_checkpoint, save_checkpoint, save_weights
-from .config import TrainConfig, from_dict, validate
+from .checkpoint import read_weights, save_checkpoint, save_weights
+from .config import TrainConfig, validate
+from .device import Precision, autocast, choose_precision, resolve_device, resolve_precision
 from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
 from .optim import build_optimizer, lr_multiplier, set_lr, total_steps
 from .report import plot_confusion, plot_curves, write_json, write_metrics
+from .resume import resumed_config
+from .setup import (
+    build_model,
+    load_run_data,
+    make_loader,
+    normalisation,
+    weights_meta,
+    with_absolute_data_path,
+    with_init_defaults,
+)
+
+__all__ = ["RunResult", "TrainingDiverged", "evaluate", "fit", "make_loader", "resolve_device", "resolve_precision"]
 
 log = logging.getLogger("resnetlab")
 
@@ -49,139 +64,6 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
     rows: list[dict[str, Any]]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Device and precision
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} was asked for but this machine has no CUDA GPU; use device=cpu or auto")
-    return device
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX-512 BF16: bf16 matrix units, where bf16 autocast is about 2.5x faster than fp32."""
-    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
-    return any(p is not None and p() for p in probes)
-
-
-def resolve_precision(precision: str, channels_last: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None for fp32, channels_last)."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        elif device.type == "cpu" and cpu_has_fast_bf16():
-            precision = "bf16"
-        else:
-            precision = "fp32"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-    if channels_last == "auto":
-        use_cl = device.type == "cuda" or (device.type == "cpu" and dtype is torch.bfloat16)
-    else:
-        use_cl = channels_last == "true"
-    return dtype, use_cl
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data and model
-
-
-def load_split(cfg: TrainConfig, split: str) -> Dataset:
-    d = cfg.data
-    data = load_dataset(
-        d.name,
-        split,
-        path=d.path or None,
-        image_size=d.image_size or 224,
-        channels=d.channels or 3,
-        val_fraction=d.val_fraction,
-        seed=cfg.run.seed,
-    )
-    limit = d.limit_train if split == "train" else d.limit_val
-    if limit and limit < len(data):
-        data = replace(data, images=data.images[:limit], labels=data.labels[:limit])
-    return data
-
-
-def make_loader(
-    cfg: TrainConfig,
-    data: Dataset,
-    train: bool,
-    device: torch.device,
-    channels_last: bool,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    rank: int = 0,
-    world_size: int = 1,
-) -> BatchLoader:
-    d = cfg.data
-    hflip = data.info.hflip if d.hflip == "auto" else d.hflip == "true"
-    augment = AugmentConfig(d.crop_padding, d.pad_mode, hflip, d.cutout, d.mixup, d.cutmix)
-    return BatchLoader(
-        data,
-        cfg.optim.batch_size,
-        train=train,
-        augment=augment,
-        mean=mean,
-        std=std,
-        device=device,
-        channels_last=channels_last,
-        seed=cfg.run.seed,
-        rank=rank,
-        world_size=world_size,
-        num_classes=len(data.classes),
-    )
-
-
-def with_init_defaults(cfg: TrainConfig, meta: dict[str, Any]) -> TrainConfig:
-    """Fill what the config leaves open from the init weights' metadata: model, image size, channels,
-    normalisation (preprocessing follows the weights), else resnetlab's defaults."""
-    model = replace(cfg.model, name=cfg.model.name or meta.get("model") or "resnet20")
-    if meta.get("model") and model.name == meta["model"] and not model.args:
-        model.args = dict(meta.get("args", {}))
-    data = cfg.data
-    if meta.get("input_size"):
-        channels, size, _ = meta["input_size"]
-        data = replace(data, image_size=data.image_size or size, channels=data.channels or channels)
-        if not data.mean and meta.get("mean") and len(meta["mean"]) == data.channels:
-            data = replace(data, mean=list(meta["mean"]), std=list(meta["std"]))
-    return replace(cfg, model=model, data=data)
-
-
-def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    model_info(cfg.model.name)  # a clear error for an unknown name, before any work
-    return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, **cfg.model.args)
-
-
-def weights_meta(cfg: TrainConfig, data: Dataset, mean, std, **extra: Any) -> dict[str, Any]:
-    """What a weights file needs to be used on its own: architecture, classes, preprocessing."""
-    return {
-        "model": cfg.model.name,
-        "args": cfg.model.args,
-        "num_classes": len(data.classes),
-        "in_chans": int(data.images.shape[-1]),
-        "classes": list(data.classes),
-        "input_size": [int(data.images.shape[-1]), int(data.images.shape[1]), int(data.images.shape[2])],
-        "mean": list(mean),
-        "std": list(std),
-        "dataset": data.info.name,
-        **extra,
-    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -240,50 +122,41 @@ def new_run_dir(cfg: TrainConfig) -> Path:
             path = base.with_name(f"{base.name}-{n}")
 
 
-def resumed_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path]:
-    """The saved config of the run to resume (what it was started with), plus this session's display choices."""
-    path = Path(cfg.output.resume).expanduser()
-    state = load_checkpoint(path)
-    run_dir = path if path.is_dir() else path.parent
-    saved = from_dict(state["config"])
-    saved.output.resume = str(run_dir)
-    saved.run.quiet, saved.run.threads, saved.output.tensorboard = (
-        cfg.run.quiet,
-        cfg.run.threads,
-        cfg.output.tensorboard,
-    )
-    if cfg.run.device != "auto":
-        saved.run.device = cfg.run.device
-    validate(saved)
-    return saved, state, run_dir
-
-
 def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     """Train as `cfg` says; returns the run directory, the summary and the per-epoch metrics."""
     validate(cfg)
     state: dict[str, Any] | None = None
     run_dir: Path | None = None
+    changed: dict[str, list[Any]] = {}
     if cfg.output.resume:
-        cfg, state, run_dir = resumed_config(cfg)
+        cfg, state, run_dir, changed = resumed_config(cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
-    dtype, channels_last = resolve_precision(cfg.run.precision, cfg.run.channels_last, device)
+    precision = choose_precision(cfg.run.precision, cfg.run.channels_last, device)
     torch.manual_seed(cfg.run.seed)
     is_main = rank == 0
     init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and state is None else ({}, {})
-    cfg = with_init_defaults(cfg, init_meta)
+    cfg = with_absolute_data_path(with_init_defaults(cfg, init_meta))
 
     # Data first: a missing dataset fails before a run directory exists.
-    train_data, val_data = load_split(cfg, "train"), load_split(cfg, "val")
+    splits = load_run_data(cfg)
+    train_data = splits.train
+    assert train_data is not None
     if not cfg.data.mean:  # record the normalisation in the config, so that a resumed run uses the same
-        cfg.data.mean, cfg.data.std = list(train_data.info.mean), list(train_data.info.std)
+        cfg.data.mean, cfg.data.std = normalisation(train_data, foreign_init=bool(init_state) and not init_meta)
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
     num_classes, in_chans = len(train_data.classes), int(train_data.images.shape[-1])
-    train_loader = make_loader(cfg, train_data, True, device, channels_last, mean, std, rank, world_size)
-    val_loader = make_loader(cfg, val_data, False, device, channels_last, mean, std)
+    train_loader = make_loader(cfg, train_data, True, device, precision.channels_last, mean, std, rank, world_size)
     if len(train_loader) == 0:
         raise UserError(f"batch_size={cfg.optim.batch_size} is larger than the {len(train_data)} training images")
+    # Per-epoch figures: on validation, which selects the best epoch; with nothing held out, on test, for
+    # display only (nothing is selected on it: the last epoch is the result).
+    watch_split = "val" if splits.val is not None else ("test" if splits.test is not None else None)
+    watch_data = splits.part(watch_split) if watch_split else None
+    watch_loader = (
+        make_loader(cfg, watch_data, False, device, precision.channels_last, mean, std) if watch_data else None
+    )
 
     model = build_model(cfg, num_classes, in_chans)
     other_classes = bool(init_meta.get("classes")) and list(init_meta["classes"]) != list(train_data.classes)
@@ -292,9 +165,10 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     )
     frozen = frozen_parts(model, cfg.finetune.freeze)
     model.to(device)
-    if channels_last:
+    if precision.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(param_groups(model, cfg), cfg.optim)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     ema = None
     if cfg.optim.ema:
@@ -312,13 +186,17 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     best = {"top1": -1.0, "epoch": 0}
     partial = {"loss": 0.0, "correct": 0.0, "seen": 0, "time": 0.0}
     wall_before = 0.0
+    history: list[dict[str, Any]] = []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         rows, best, partial, wall_before = state["rows"], state["best"], state["partial"], state["wall_s"]
+        history = list(state.get("history", []))
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -326,6 +204,8 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
             raise UserError(
                 f"{run_dir} already finished its {epochs} epochs; to train on, start a new run with init={run_dir}"
             )
+        if changed:
+            history.append({"resumed_at_step": step, "changed": changed})
     else:
         run_dir = new_run_dir(cfg) if is_main else None
     assert run_dir is not None or not is_main
@@ -338,18 +218,25 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     if cfg.run.compile:
         train_model = _compiled(train_model)
 
-    meta = weights_meta(cfg, train_data, mean, std)
+    meta = weights_meta(cfg, train_data, mean, std, splits.record)
     params = count_params(model)
     if is_main:
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         _say(cfg, f"run {run_dir}  ({'resuming at epoch ' + str(start_epoch + 1) if state else 'new'})")
+        sizes = ", ".join(
+            f"{len(d):,} {n}" for n, d in (("train", train_data), ("val", splits.val), ("test", splits.test)) if d
+        )
         _say(
             cfg,
-            f"{cfg.model.name}: {params:,} parameters; {train_data.info.name}: {len(train_data):,} train / "
-            f"{len(val_data):,} val images of {'x'.join(map(str, train_data.images.shape[1:]))}; device {device}, "
-            f"{'fp32' if dtype is None else str(dtype).split('.')[-1]}{', channels_last' if channels_last else ''}; "
+            f"{cfg.model.name}: {params:,} parameters; {train_data.info.name}: {sizes} images of "
+            f"{'x'.join(map(str, train_data.images.shape[1:]))}; device {device}, {precision.name}"
+            f"{', channels_last' if precision.channels_last else ''} ({precision.reason}); "
             f"{epochs} epochs of {steps_per_epoch} steps",
         )
+        _say(cfg, describe(splits.record) + ("; the test split is scored once, at the end" if splits.test else ""))
+        if changed:
+            what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            _say(cfg, f"resumed with other arithmetic ({what}): the result will not be bit-identical", force=True)
         if init_line:
             _say(cfg, init_line, force=True)
     writer = _tensorboard(run_dir, cfg) if is_main else None
@@ -367,12 +254,14 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
+                "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
                 "step": step,
                 "rows": rows,
                 "best": best,
                 "partial": partial,
+                "history": history,
                 "wall_s": time.perf_counter() - wall_start,
                 "rng": {
                     "torch": torch.get_rng_state(),
@@ -401,7 +290,7 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
             if step >= total:
                 break
             set_lr(optimizer, base_lrs, multiplier(step))
-            with autocast(device, dtype):
+            with autocast(device, precision.dtype):
                 logits = train_model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
             loss_value = loss.item()
@@ -412,10 +301,12 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
                     "is left as it was; lower lr, add warm-up or set optim.grad_clip"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # fp16: the loss scaled up so that small gradients survive
             if cfg.optim.grad_clip:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped when fp16 gradients overflowed; then the scale is lowered
+            scaler.update()
             if ema is not None:
                 ema.update_parameters(model)
             step += 1
@@ -439,51 +330,57 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
         partial["time"] += time.perf_counter() - tick
         start_batch = 0
 
-        val = evaluate(eval_model, val_loader, device, dtype, num_classes)
         row = {
             "epoch": epoch + 1,
             "step": step,
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": partial["loss"] / max(partial["seen"], 1),
             "train_acc": partial["correct"] / max(partial["seen"], 1),
-            "val_loss": val["loss"],
-            "val_top1": val["top1"],
-            "val_top5": val["top5"],
-            "images_per_s": partial["seen"] * world_size / max(partial["time"], 1e-9),
-            "epoch_s": partial["time"],
-            "wall_s": time.perf_counter() - wall_start,
         }
+        if watch_loader is not None:
+            watched = evaluate(eval_model, watch_loader, device, precision.dtype, num_classes)
+            row.update({f"{watch_split}_{k}": watched[k] for k in ("loss", "top1", "top5")})
+        row.update(
+            images_per_s=partial["seen"] * world_size / max(partial["time"], 1e-9),
+            epoch_s=partial["time"],
+            wall_s=time.perf_counter() - wall_start,
+        )
         rows.append(row)
+        # Selection is on validation only; with nothing held out, the latest epoch is "best" (best = last).
+        improved = watch_split != "val" or row["val_top1"] > best["top1"]
+        if improved:
+            best = {"top1": row["val_top1"] if watch_split == "val" else -1.0, "epoch": epoch + 1}
         if is_main:
-            _say(
-                cfg,
-                f"epoch {epoch + 1}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
-                f"  val loss {row['val_loss']:.4f} top1 {100 * row['val_top1']:.2f}% top5 {100 * row['val_top5']:.2f}%"
-                f"  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s  {row['epoch_s']:.0f}s",
-                force=True,
-            )
+            _say(cfg, epoch_line(row, epochs, watch_split), force=True)
             weights = eval_model.state_dict()
-            if val["top1"] > best["top1"]:
-                best = {"top1": val["top1"], "epoch": epoch + 1}
-                save_weights(
-                    run_dir / "best.safetensors", weights, {**meta, "epoch": epoch + 1, "val_top1": val["top1"]}
-                )
-            save_weights(run_dir / "last.safetensors", weights, {**meta, "epoch": epoch + 1, "val_top1": val["top1"]})
+            tagged = {**meta, "epoch": epoch + 1, "val_top1": row.get("val_top1")}
+            if improved:
+                selected_on = "val" if watch_split == "val" else "none: nothing held out, the last epoch"
+                save_weights(run_dir / "best.safetensors", weights, {**tagged, "selected_on": selected_on})
+            save_weights(run_dir / "last.safetensors", weights, tagged)
             write_metrics(run_dir / "metrics.csv", rows)
             if writer is not None:
-                for key in ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_s"):
-                    writer.add_scalar(key, row[key], epoch + 1)
+                for key in row:
+                    if key not in ("epoch", "step"):
+                        writer.add_scalar(key, row[key], epoch + 1)
                 writer.flush()
         checkpoint(epoch + 1, 0)
 
     if not is_main:
         return RunResult(Path("."), {}, rows)
-    if start_epoch >= epochs:  # every epoch was done, but the run stopped before its plots and summary
-        val = evaluate(eval_model, val_loader, device, dtype, num_classes)
-    ctx = Finished(
-        cfg, run_dir, model, eval_model, train_data, val_data, device, dtype, channels_last, mean, std, params, writer
-    )
-    return _finish(ctx, rows, best, val, time.perf_counter() - wall_start)
+    ctx = Finished(cfg, run_dir, model, eval_model, splits, device, precision, mean, std, params, writer, history)
+    return _finish(ctx, rows, best, time.perf_counter() - wall_start)
+
+
+def epoch_line(row: dict[str, Any], epochs: int, split: str | None) -> str:
+    line = f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+    if split:
+        label = "val" if split == "val" else "test (display only)"
+        line += (
+            f"  {label} loss {row[f'{split}_loss']:.4f} top1 {100 * row[f'{split}_top1']:.2f}% "
+            f"top5 {100 * row[f'{split}_top5']:.2f}%"
+        )
+    return line + f"  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s  {row['epoch_s']:.0f}s"
 
 
 @dataclass
@@ -494,76 +391,111 @@ class Finished:
     run_dir: Path
     model: nn.Module
     eval_model: nn.Module
-    train_data: Dataset
-    val_data: Dataset
+    splits: Any
     device: torch.device
-    dtype: torch.dtype | None
-    channels_last: bool
+    precision: Precision
     mean: tuple[float, ...]
     std: tuple[float, ...]
     params: int
     writer: Any
+    history: list[dict[str, Any]]
 
 
-def _finish(
-    ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], val: dict[str, Any], wall: float
-) -> RunResult:
-    """Plots, the test-set figure (when validation was a hold-out) and summary.json."""
-    title = f"{ctx.cfg.model.name} on {ctx.train_data.info.name}"
-    smoothing = ctx.cfg.optim.label_smoothing
+def _finish(ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], wall: float) -> RunResult:
+    """Score the selected weights (and the last, if they differ) once on test; plots and summary.json."""
+    cfg, splits = ctx.cfg, ctx.splits
+    train_data: Dataset = splits.train
+    last_epoch = rows[-1]["epoch"] if rows else 0
+    selected_epoch = best["epoch"] or last_epoch
+    # The final figure: on test; where the data has no test part (a flat image folder), on validation,
+    # which is then also the set the epoch was selected on, and says so.
+    final_split = "test" if splits.test is not None else ("val" if splits.val is not None else None)
+    scores: dict[str, dict[str, Any]] = {}
+    if final_split:
+        data = splits.part(final_split)
+        loader = make_loader(cfg, data, False, ctx.device, ctx.precision.channels_last, ctx.mean, ctx.std)
+        classes = len(data.classes)
+        scores["last"] = evaluate(ctx.eval_model, loader, ctx.device, ctx.precision.dtype, classes)
+        if selected_epoch != last_epoch:
+            selected = copy.deepcopy(ctx.eval_model)
+            selected.load_state_dict(read_weights(ctx.run_dir / "best.safetensors")[0])
+            scores["selected"] = evaluate(selected, loader, ctx.device, ctx.precision.dtype, classes)
+        else:
+            scores["selected"] = scores["last"]
+    title = f"{cfg.model.name} on {train_data.info.name}"
+    smoothing = cfg.optim.label_smoothing
     plot_curves(
         ctx.run_dir / "curves.png", rows, title, f"train loss with label smoothing {smoothing:g}" if smoothing else ""
     )
-    plot_confusion(
-        ctx.run_dir / "confusion_matrix.png",
-        val["confusion"],
-        ctx.val_data.classes,
-        f"{title}: {'validation' if ctx.cfg.data.val_fraction else 'test'} top-1 {100 * val['top1']:.2f}%",
-    )
-    test, test_split = val, "validation" if ctx.cfg.data.val_fraction else "test"
-    if ctx.cfg.data.val_fraction:  # validation was carved from train: measure the real test split once, at the end
-        try:
-            test_data = load_split(replace(ctx.cfg, data=replace(ctx.cfg.data, val_fraction=0.0)), "test")
-        except UserError:  # an image folder without a test/ (or val/) folder: the hold-out is all there is
-            test_data = None
-        if test_data is not None:
-            test_loader = make_loader(ctx.cfg, test_data, False, ctx.device, ctx.channels_last, ctx.mean, ctx.std)
-            test, test_split = (
-                evaluate(ctx.eval_model, test_loader, ctx.device, ctx.dtype, len(test_data.classes)),
-                "test",
-            )
-    in_size = (
-        int(ctx.train_data.images.shape[-1]),
-        int(ctx.train_data.images.shape[1]),
-        int(ctx.train_data.images.shape[2]),
-    )
-    summary = {
-        "model": ctx.cfg.model.name,
-        "dataset": ctx.train_data.info.name,
+    chosen = scores.get("selected")
+    how = f"epoch {selected_epoch}, selected on validation" if splits.val is not None else f"last epoch ({last_epoch})"
+    if chosen is not None:
+        plot_confusion(
+            ctx.run_dir / "confusion_matrix.png",
+            chosen["confusion"],
+            train_data.classes,
+            f"{title}: {final_split} top-1 {100 * chosen['top1']:.2f}% ({how})",
+        )
+    in_size = tuple(int(v) for v in (train_data.images.shape[-1], *train_data.images.shape[1:3]))
+    summary: dict[str, Any] = {
+        "model": cfg.model.name,
+        "dataset": train_data.info.name,
+        "data": cfg.data.name,
         "run_dir": str(ctx.run_dir),
         "parameters": ctx.params,
         "macs_per_image": count_macs(_cpu_copy(ctx.model), in_size),
         "epochs": len(rows),
         "steps": rows[-1]["step"] if rows else 0,
         "final": rows[-1] if rows else {},
-        "best_val_top1": best["top1"],
-        "best_epoch": best["epoch"],
-        "test_split": test_split,  # "validation" where the data has no separate test split
-        "test_top1": test["top1"],
-        "test_top5": test["top5"],
-        "test_loss": test["loss"],
-        "test_per_class": dict(zip(ctx.val_data.classes, test["per_class"])),
-        "wall_s": wall,
-        "train_images_per_s": float(np.mean([r["images_per_s"] for r in rows])) if rows else 0.0,
-        "device": str(ctx.device),
-        "precision": "fp32" if ctx.dtype is None else str(ctx.dtype).split(".")[-1],
-        "channels_last": ctx.channels_last,
+        "split": splits.record,
+        "selected_on": "val" if splits.val is not None else None,
+        "best_epoch": selected_epoch,
+        "best_val_top1": best["top1"] if splits.val is not None else None,
+        "result_split": final_split,  # the split of the figures below: "test", or "val" where there is no test
+        "result_weights": how,
     }
+    if chosen is not None:
+        prefix = "test" if final_split == "test" else "val_selected"
+        summary.update(
+            {
+                f"{prefix}_top1": chosen["top1"],
+                f"{prefix}_top5": chosen["top5"],
+                f"{prefix}_loss": chosen["loss"],
+                f"{prefix}_per_class": dict(zip(train_data.classes, chosen["per_class"])),
+            }
+        )
+        if scores["last"] is not chosen:
+            summary[f"{prefix}_top1_last_epoch"] = scores["last"]["top1"]
+    summary.update(
+        {
+            "wall_s": wall,
+            "train_images_per_s": float(np.mean([r["images_per_s"] for r in rows])) if rows else 0.0,
+            "device": str(ctx.device),
+            "precision": ctx.precision.name,
+            "channels_last": ctx.precision.channels_last,
+            "history": ctx.history,
+        }
+    )
     write_json(ctx.run_dir / "summary.json", summary)
     if ctx.writer is not None:
         ctx.writer.close()
-    scores = f"top-1 {100 * test['top1']:.2f}%  top-5 {100 * test['top5']:.2f}%"
-    _say(ctx.cfg, f"{test_split} {scores}  in {wall:.0f}s  ->  {ctx.run_dir}", force=True)
+    if chosen is None:
+        _say(
+            cfg,
+            f"no validation or test images: the last epoch's weights are the result  in {wall:.0f}s  ->  {ctx.run_dir}",
+            force=True,
+        )
+    else:
+        last = ""
+        if scores["last"] is not chosen:
+            last = f"; last epoch {100 * scores['last']['top1']:.2f}%"
+        note = " (the selection set: this data has no test split)" if final_split == "val" else ""
+        _say(
+            cfg,
+            f"{final_split} top-1 {100 * chosen['top1']:.2f}%  top-5 {100 * chosen['top5']:.2f}%  "
+            f"({how}{last}){note}  in {wall:.0f}s  ->  {ctx.run_dir}",
+            force=True,
+        )
     return RunResult(ctx.run_dir, summary, rows)
 
 

@@ -12,28 +12,35 @@ import numpy as np
 
 from .checkpoint import atomic_write
 
+EVAL_SPLITS = ("val", "test")  # per-epoch figures are on validation, or (val_fraction=0) on test, for display only
 METRIC_COLUMNS = [
     "epoch",
     "step",
     "lr",
     "train_loss",
     "train_acc",
-    "val_loss",
-    "val_top1",
-    "val_top5",
+    *(f"{split}_{what}" for split in EVAL_SPLITS for what in ("loss", "top1", "top5")),
     "images_per_s",
     "epoch_s",
     "wall_s",
 ]
 
 
+def eval_split(rows: list[dict[str, Any]]) -> str | None:
+    """Which split the per-epoch evaluation columns of `rows` are on: 'val', 'test', or None (none)."""
+    return next((s for s in EVAL_SPLITS if rows and f"{s}_top1" in rows[-1]), None)
+
+
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """The whole table, rewritten atomically (a resumed run's table never shows an epoch twice)."""
+    """The whole table, rewritten atomically (a resumed run's table never shows an epoch twice).
+
+    The evaluation columns name their split (val_top1, or test_top1 when nothing was held out)."""
+    columns = [c for c in METRIC_COLUMNS if any(c in row for row in rows)]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+        writer.writerow({k: _fmt(row.get(k)) for k in columns})
     atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))
 
 
@@ -64,27 +71,31 @@ def _pyplot():
 
 
 def plot_curves(path: Path, rows: list[dict[str, Any]], title: str, loss_note: str = "") -> None:
-    """Loss and accuracy (train and validation) against epoch, side by side."""
+    """Loss and accuracy (train, and validation or test) against epoch, side by side."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
+    split = eval_split(rows)
+    label = {"val": "validation", "test": "test (display only, not used to select)"}.get(split or "", "")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", color="#1f77b4", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", color="#d62728", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss" + (f" ({loss_note})" if loss_note else ""))
     ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", color="#1f77b4", label="train")
-    ax_acc.plot(epochs, [100 * r["val_top1"] for r in rows], "s-", color="#d62728", label="validation top-1")
+    if split:
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], "s-", color="#d62728", label=label)
+        ax_acc.plot(epochs, [100 * r[f"{split}_top1"] for r in rows], "s-", color="#d62728", label=f"{label} top-1")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss" + (f" ({loss_note})" if loss_note else ""))
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    best = max(rows, key=lambda r: r["val_top1"])
-    ax_acc.annotate(
-        f"best {100 * best['val_top1']:.2f}%",
-        (best["epoch"], 100 * best["val_top1"]),
-        textcoords="offset points",
-        xytext=(-10, -18),
-        ha="right",
-        color="#d62728",
-    )
+    if split == "val":  # the selected epoch; on test nothing is selected
+        best = max(rows, key=lambda r: r["val_top1"])
+        ax_acc.annotate(
+            f"best (selected) {100 * best['val_top1']:.2f}%",
+            (best["epoch"], 100 * best["val_top1"]),
+            textcoords="offset points",
+            xytext=(-10, -18),
+            ha="right",
+            color="#d62728",
+        )
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -1,0 +1,171 @@
+"""Train, validation and test: which images a run learns from, selects on, and reports.
+
+The rule: a model is selected (best epoch, early stopping, any tuning) on validation images only, and
+the test split is scored once, at the end. Where a dataset has no validation split of its own, a
+stratified, seeded part of its training images is held out (`val_fraction`, 0.1 by default): each class
+keeps its share, and the same settings always pick the same images, so any later command can
+reproduce the split from the run's recorded settings alone (`eval RUN split=val`).
+
+    splits = load_splits("fashion-mnist", val_fraction=0.1, seed=0)   # 54,000 / 6,000 / 10,000
+    splits.record    # how the split was made, with a digest of the held-out images, for the run's files
+
+Where each part comes from:
+- named datasets (MNIST family, CIFAR, synthetic): train and val from the training split, test is test;
+- a folder with train/ and val/ (valid/, validation/): those folders, and test/ when present;
+- a folder with train/ and test/ only: val carved out of train/, test/ scored at the end;
+- a flat folder of class folders: val carved out of it; there is no test part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from .dataset import Dataset
+
+SPLIT_METHOD = "stratified-v1"  # recorded with every run: the algorithm below, so that a change is detectable
+
+# Independent random streams per purpose, all derived from the one split seed.
+_HOLDOUT, _LIMIT_TRAIN, _LIMIT_VAL = 0, 1, 2
+
+
+def apportion(counts: np.ndarray, total: int) -> np.ndarray:
+    """Integers per class, proportional to `counts` and summing to `total` (largest remainders)."""
+    counts = np.asarray(counts, np.int64)
+    if counts.sum() == 0:
+        return counts
+    exact = counts * (total / counts.sum())
+    share = np.minimum(np.floor(exact).astype(np.int64), counts)
+    rest = total - int(share.sum())
+    order = np.argsort(-(exact - share), kind="stable")  # largest remainder first, ties by class index
+    for c in order:
+        if rest <= 0:
+            break
+        if share[c] < counts[c]:
+            share[c] += 1
+            rest -= 1
+    return share
+
+
+def stratified_pick(labels: np.ndarray, total: int, seed: int, purpose: int) -> np.ndarray:
+    """Sorted positions of `total` items chosen at random within each class, in proportion to the classes."""
+    labels = np.asarray(labels, np.int64)
+    rng = np.random.default_rng([seed, purpose])
+    shuffled = rng.permutation(len(labels))
+    by_class = shuffled[np.argsort(labels[shuffled], kind="stable")]  # grouped by class, random within
+    classes, starts, counts = np.unique(labels[by_class], return_index=True, return_counts=True)
+    share = apportion(counts, total)
+    chosen = [by_class[s : s + k] for s, k in zip(starts, share)]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def holdout(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """A stratified, seeded (train, val) partition: the same seed always holds out the same images."""
+    n = len(dataset)
+    n_val = min(max(1, int(round(n * fraction))), n - 1)
+    val_idx = stratified_pick(dataset.labels, n_val, seed, _HOLDOUT)
+    train_idx = np.setdiff1d(np.arange(n), val_idx)
+    how = f"{fraction:g} stratified hold-out, split seed {seed}"
+    return dataset.subset(train_idx, "train", f"train part of a {how}"), dataset.subset(val_idx, "val", how)
+
+
+def sample(dataset: Dataset, n: int, seed: int, purpose: int) -> Dataset:
+    """A stratified, seeded sample of `n` images (every class in proportion), or the dataset when n covers it."""
+    if not n or n >= len(dataset):
+        return dataset
+    idx = stratified_pick(dataset.labels, n, seed, purpose)
+    return dataset.subset(idx, dataset.split, f"stratified sample of {n}, split seed {seed}")
+
+
+def digest(dataset: Dataset) -> str:
+    """A short fingerprint of exactly which images (file names or positions) and labels a split holds."""
+    h = hashlib.sha256()
+    if dataset.files is not None:
+        h.update("\n".join(dataset.files).encode("utf-8", "surrogateescape"))
+    else:
+        h.update(np.ascontiguousarray(dataset.positions(), np.int64).tobytes())
+    h.update(np.ascontiguousarray(dataset.labels, np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Splits:
+    """The parts of one dataset a run uses; `val` or `test` is None where the data has none."""
+
+    train: Dataset | None
+    val: Dataset | None
+    test: Dataset | None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def part(self, split: str) -> Dataset | None:
+        return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+
+Loader = Callable[[], Dataset]
+
+
+def split_parts(
+    parts: dict[str, Loader | None],
+    *,
+    val_fraction: float,
+    seed: int,
+    limit_train: int = 0,
+    limit_val: int = 0,
+    need: tuple[str, ...] = ("train", "val", "test"),
+) -> Splits:
+    """Turn a source's own parts (train, and maybe val and test) into the run's train / val / test.
+
+    `need` names the parts wanted (an evaluation of test never reads train). The record says how val was
+    made and holds a digest of train and val, so that a later command can tell whether it scores the same
+    images.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"val_fraction={val_fraction} must be in [0, 1); 0.1 holds out a tenth of the training set")
+    own_val = parts.get("val")
+    carve = own_val is None and val_fraction > 0
+    method = "folder" if own_val is not None else ("stratified hold-out" if carve else "none")
+    record: dict[str, Any] = {
+        "method": method,
+        "algorithm": SPLIT_METHOD,
+        "val_fraction": val_fraction if carve else 0.0,
+        "seed": seed,
+        "limit_train": limit_train,
+        "limit_val": limit_val,
+    }
+    train = val = test = None
+    if "train" in need or ("val" in need and carve):
+        source_train = parts["train"]()  # type: ignore[misc]
+        if carve:
+            train, val = holdout(source_train, val_fraction, seed)
+        else:
+            train = source_train
+        train = sample(train, limit_train, seed, _LIMIT_TRAIN)
+    if "val" in need and own_val is not None:
+        val = own_val()
+    if val is not None:
+        val = sample(val, limit_val, seed, _LIMIT_VAL)
+    if "test" in need and parts.get("test") is not None:
+        test = parts["test"]()  # type: ignore[misc]
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        if part is not None:
+            record[f"{name}_count"] = len(part)
+            if name != "test":
+                record[f"{name}_digest"] = digest(part)
+    return Splits(train if "train" in need else None, val if "val" in need else None, test, record)
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line for the log: how the validation images were chosen."""
+    if record.get("method") == "stratified hold-out":
+        return (
+            f"validation: {record.get('val_count', '?'):,} images held out of train "
+            f"(stratified, {record['val_fraction']:g}, split seed {record['seed']})"
+        )
+    if record.get("method") == "folder":
+        return f"validation: the data's own val folder ({record.get('val_count', '?'):,} images)"
+    return "validation: none (val_fraction=0); nothing is selected, the last epoch is the result"

@@ -1,0 +1,90 @@
+"""Where a run computes and in which number format: the device, autocast dtype and memory layout.
+
+`precision=auto` picks a reduced format only where the hardware runs it natively: bf16 on GPUs with bf16
+units (compute capability 8.0 and up) and on CPUs with AMX or AVX-512 BF16; fp16 with a gradient scaler on
+older GPUs; fp32 elsewhere (on a CPU without bf16 units, bf16 is emulated and several times slower than
+fp32). The choice and its reason are printed once at the start of a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} was asked for but this machine has no CUDA GPU; use device=cpu or auto")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX-512 BF16: bf16 matrix units, where bf16 autocast is about 2.5x faster than fp32."""
+    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(p is not None and p() for p in probes)
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Ampere (8.0) and later have bf16 tensor cores; earlier GPUs emulate bf16 (torch may still allow it)."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+@dataclass(frozen=True)
+class Precision:
+    dtype: torch.dtype | None  # autocast dtype; None: fp32
+    channels_last: bool
+    reason: str  # one line: what was chosen and why
+
+    @property
+    def name(self) -> str:
+        return "fp32" if self.dtype is None else str(self.dtype).split(".")[-1]
+
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
+        return self.dtype is torch.float16
+
+
+def choose_precision(precision: str, channels_last: str, device: torch.device) -> Precision:
+    """The autocast dtype and memory layout for `device`, resolving "auto" by what the hardware runs natively."""
+    why = "as set"
+    if precision == "auto":
+        if device.type == "cuda":
+            native = cuda_has_native_bf16(device)
+            precision = "bf16" if native else "fp16"
+            why = "auto: this GPU has bf16 units" if native else "auto: this GPU has no native bf16; fp16 + scaler"
+        elif device.type == "cpu" and cpu_has_fast_bf16():
+            precision, why = "bf16", "auto: this CPU has bf16 units (AMX or AVX-512 BF16)"
+        else:
+            precision = "fp32"
+            slow = "this CPU has no bf16 units (bf16 would be emulated, and slow)"
+            why = f"auto: {slow if device.type == 'cpu' else device.type}"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    if channels_last == "auto":
+        use_cl = device.type == "cuda" or (device.type == "cpu" and dtype is torch.bfloat16)
+    else:
+        use_cl = channels_last == "true"
+    return Precision(dtype, use_cl, why)
+
+
+def resolve_precision(precision: str, channels_last: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for fp32, channels_last)."""
+    chosen = choose_precision(precision, channels_last, device)
+    return chosen.dtype, chosen.channels_last
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -1,0 +1,61 @@
+"""resume=RUN: continue a run exactly as it was started, and say so when that cannot be bit for bit.
+
+A setting given with resume= is one of three kinds (config.setting_kind):
+- it changes what is learned (model, data, optimisation, schedule, augmentation, seed, init): when it
+  differs from the run's, resuming is refused before anything is written, naming both values;
+- it changes only the arithmetic (device, precision, layout, compile, threads): applied, recorded in the
+  run's history, and the run says once that it will not be bit-identical to an uninterrupted one;
+- it changes nothing computed (quiet, checkpoint frequency, TensorBoard): applied silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .checkpoint import load_checkpoint
+from .config import TrainConfig, from_dict, get, given_keys, setting_kind, validate
+
+
+def _same(key: str, mine: Any, theirs: Any) -> bool:
+    if key == "data.name" and mine and theirs and Path(mine).expanduser().exists():
+        return Path(mine).expanduser().resolve() == Path(theirs).expanduser().resolve()
+    return mine == theirs
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def resumed_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path, dict[str, list[Any]]]:
+    """(the run's saved config with this session's permitted settings, its checkpoint, its directory,
+    {key: [run's value, new value]} of the arithmetic settings that changed)."""
+    path = Path(cfg.output.resume).expanduser()
+    state = load_checkpoint(path)
+    run_dir = path if path.is_dir() else path.parent
+    saved = from_dict(state["config"])
+    conflicts, arithmetic = [], {}
+    for key in given_keys(cfg):
+        mine, theirs = get(cfg, key), get(saved, key)
+        if key == "output.resume" or _same(key, mine, theirs):
+            continue
+        kind = setting_kind(key)
+        if kind == "learning":
+            conflicts.append(f"{key} {_show(theirs)} (run) vs {_show(mine)} (given)")
+            continue
+        section, name = key.split(".")
+        setattr(getattr(saved, section), name, mine)
+        if kind == "arithmetic":
+            arithmetic[key] = [theirs, mine]
+    if conflicts:
+        longer = any(c.startswith(("schedule.epochs", "schedule.iterations")) for c in conflicts)
+        raise ConfigError(
+            f"resume={cfg.output.resume} continues that run as it was started, but {'; '.join(conflicts)}; "
+            f"drop {'this setting' if len(conflicts) == 1 else 'these settings'} to resume, or start a new run "
+            f"from its weights with init={run_dir}"
+            + (" (a longer schedule is a new run: init= with epochs=)" if longer else "")
+        )
+    validate(saved)  # before resume is set: a fine-tuning run's saved init= is part of its record, not a conflict
+    saved.output.resume = str(run_dir)
+    return saved, state, run_dir, arithmetic

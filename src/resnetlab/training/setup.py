@@ -1,0 +1,129 @@
+"""What a run is made of before its first step: its data splits, loaders, model, and the metadata its
+weights will carry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import AugmentConfig, BatchLoader, Dataset, Splits, load_splits
+from ..data.sources import ALIASES, NAMES
+from ..models import create_model, model_info
+from .config import TrainConfig
+
+# torchvision's and timm's ResNets were trained on ImageNet with inputs normalised by these statistics.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def load_run_data(cfg: TrainConfig, need: tuple[str, ...] = ("train", "val", "test")) -> Splits:
+    """The run's train / val / test parts, a pure function of the recorded data settings."""
+    d = cfg.data
+    return load_splits(
+        d.name,
+        path=d.path or None,
+        image_size=d.image_size or 224,
+        channels=d.channels or 3,
+        val_fraction=d.val_fraction,
+        seed=d.split_seed,
+        limit_train=d.limit_train,
+        limit_val=d.limit_val,
+        need=need,
+    )
+
+
+def with_absolute_data_path(cfg: TrainConfig) -> TrainConfig:
+    """A folder given by a relative path is recorded absolutely, so that `eval RUN` finds it from anywhere."""
+    name = cfg.data.name
+    if ALIASES.get(name.lower(), name.lower()) in NAMES or not Path(name).expanduser().exists():
+        return cfg
+    return replace(cfg, data=replace(cfg.data, name=str(Path(name).expanduser().resolve())))
+
+
+def make_loader(
+    cfg: TrainConfig,
+    data: Dataset,
+    train: bool,
+    device: torch.device,
+    channels_last: bool,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    rank: int = 0,
+    world_size: int = 1,
+) -> BatchLoader:
+    d = cfg.data
+    hflip = data.info.hflip if d.hflip == "auto" else d.hflip == "true"
+    augment = AugmentConfig(d.crop_padding, d.pad_mode, hflip, d.cutout, d.mixup, d.cutmix)
+    return BatchLoader(
+        data,
+        cfg.optim.batch_size,
+        train=train,
+        augment=augment,
+        mean=mean,
+        std=std,
+        device=device,
+        channels_last=channels_last,
+        seed=cfg.run.seed,
+        rank=rank,
+        world_size=world_size,
+        num_classes=len(data.classes),
+    )
+
+
+def with_init_defaults(cfg: TrainConfig, meta: dict[str, Any]) -> TrainConfig:
+    """Fill what the config leaves open from resnetlab init weights: model, image size, channels, normalisation."""
+    model = replace(cfg.model, name=cfg.model.name or meta.get("model") or "resnet20")
+    if meta.get("model") and model.name == meta["model"] and not model.args:
+        model.args = dict(meta.get("args", {}))
+    data = cfg.data
+    if meta.get("input_size"):
+        channels, size, _ = meta["input_size"]
+        data = replace(data, image_size=data.image_size or size, channels=data.channels or channels)
+        if not data.mean and meta.get("mean") and len(meta["mean"]) == data.channels:
+            data = replace(data, mean=list(meta["mean"]), std=list(meta["std"]))
+    return replace(cfg, model=model, data=data)
+
+
+def normalisation(data: Dataset, foreign_init: bool) -> tuple[list[float], list[float]]:
+    """The mean and std a run normalises with when the config sets none.
+
+    resnetlab weights carry theirs in their metadata (with_init_defaults). torchvision and timm files carry
+    none and were trained on ImageNet, so they keep ImageNet's statistics (for one input channel the
+    average of the three, as the first convolution is summed over them); a run from scratch uses the data's.
+    """
+    channels = int(data.images.shape[-1])
+    if foreign_init:
+        if channels == 1:
+            return [sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3]
+        return list(IMAGENET_MEAN)[:channels], list(IMAGENET_STD)[:channels]
+    return list(data.info.mean), list(data.info.std)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
+    model_info(cfg.model.name)  # a clear error for an unknown name, before any work
+    return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, **cfg.model.args)
+
+
+def weights_meta(cfg: TrainConfig, data: Dataset, mean, std, split: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What a weights file needs to be used on its own: architecture, classes, preprocessing, and the data
+    split it was trained and selected on (so that `eval` can score exactly the held-out images)."""
+    return {
+        "model": cfg.model.name,
+        "args": cfg.model.args,
+        "num_classes": len(data.classes),
+        "in_chans": int(data.images.shape[-1]),
+        "classes": list(data.classes),
+        "input_size": [int(data.images.shape[-1]), int(data.images.shape[1]), int(data.images.shape[2])],
+        "mean": list(mean),
+        "std": list(std),
+        "dataset": data.info.name,
+        "data": cfg.data.name,
+        "data_path": cfg.data.path,
+        "image_size": cfg.data.image_size,
+        "channels": cfg.data.channels,
+        "split": split,
+        **extra,
+    }
