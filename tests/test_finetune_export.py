@@ -64,10 +64,15 @@ def finetune(folder, weights, out, *extra):
     return fit(load_config(None, settings))
 
 
-def test_finetune_from_a_torchvision_state_dict_learns_the_folder(folder, torchvision_weights, tmp_path, capsys):
-    result = finetune(folder, torchvision_weights, tmp_path, "model=resnet18")
-    assert result.summary["model"] == "resnet18" and result.summary["test_split"] == "validation"
-    assert result.summary["test_top1"] > 0.8  # three classes: chance is 33%
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_finetune_from_a_torchvision_state_dict_learns_the_folder(
+    folder, torchvision_weights, tmp_path, capsys, precision
+):
+    # 9 steps: BatchNorm's running averages would still be 39% their initial values and the model scored at
+    # chance in eval mode (in bf16 on CPUs and on GPUs first); they are re-estimated (norm_stats.py).
+    result = finetune(folder, torchvision_weights, tmp_path, "model=resnet18", f"precision={precision}")
+    assert result.summary["model"] == "resnet18" and result.summary["result_split"] == "val"  # no test/ folder
+    assert result.summary["val_top1"] > 0.8  # three classes: chance is 33%
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("loaded"))
     assert "loaded 120 tensors" in line and "dropped fc.weight (1000, 512) != (3, 512)" in line
     model, meta = resnetlab.load(result.run_dir)
@@ -83,7 +88,7 @@ def test_frozen_parameters_are_bitwise_unchanged(folder, torchvision_weights, tm
         if key.startswith("fc."):
             continue
         assert torch.equal(state[key], value), key  # weights and BatchNorm statistics alike
-    assert result.summary["test_top1"] > 0.5  # a linear probe on random features still separates colours
+    assert result.summary["val_top1"] > 0.5  # a linear probe on random features still separates colours
 
 
 def test_partial_freeze_by_stage_and_gradual_unfreezing():

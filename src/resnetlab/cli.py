@@ -60,7 +60,12 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     from .data import load_dataset
 
     data = load_dataset(
-        args.dataset, args.split, image_size=args.image_size, channels=args.channels, val_fraction=args.val_fraction
+        args.dataset,
+        args.split,
+        image_size=args.image_size,
+        channels=args.channels,
+        val_fraction=args.val_fraction,
+        seed=args.split_seed,
     )
     counts = np.bincount(data.labels, minlength=len(data.classes))
     pixels = np.asarray(data.images[:: max(1, len(data) // 50000)], np.float32) / 255.0  # <= ~50k images
@@ -152,6 +157,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}, indent=2))
         return 0
+    for note in result.get("notes", []):
+        print(f"note: {note}")
     print(
         f"{result['dataset']}: top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  "
         f"loss {result['loss']:.4f}"
@@ -236,7 +243,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from . import experiments
 
-    own = {"depths": "", "models": "", "steps": "", "preset": "quick", "name": "", "out": "runs"}
+    own = {"depths": "", "models": "", "steps": "", "preset": "quick", "name": "", "out": "runs", "shortcut": "A"}
     overrides = []
     for item in args.settings:
         key, sep, value = item.partition("=")
@@ -253,7 +260,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             depths = [int(d) for d in (own["depths"] or "20,56").split(",")]
         except ValueError:
             raise UserError(f"depths={own['depths']!r} should be numbers such as 20,56") from None
-        exp_dir = experiments.degradation(depths, **common)
+        exp_dir = experiments.degradation(depths, shortcut=own["shortcut"].upper(), **common)
     elif args.kind == "gradflow":
         steps = int(own["steps"] or 100) if (own["steps"] or "100").isdigit() else -1
         if steps < 0:
@@ -308,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")
     p.add_argument("weights", help="a run directory or a .safetensors file")
     p.add_argument(
-        "settings", nargs="*", help="data=NAME|PATH split=test batch_size=256 device=auto limit=N out=cm.png"
+        "settings",
+        nargs="*",
+        help="split=test|val|train (val and train: the run's own split, rebuilt from its record) data=NAME|PATH "
+        "batch_size=256 device=auto limit=N out=cm.png",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
@@ -336,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "settings",
         nargs="*",
-        help="depths=20,56 | models=a,b  preset=quick|full  steps=N  name=  out=  "
+        help="depths=20,56 (or 18,34) shortcut=A|B | models=a,b  preset=quick|full  steps=N  name=  out=  "
         "and any training key=value (data=, epochs=, ...)",
     )
     p.set_defaults(func=cmd_experiment)
@@ -351,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=("train", "val", "test"))
     p.add_argument("--image-size", type=int, default=224, help="image folders: side of the square images")
     p.add_argument("--channels", type=int, default=3, help="image folders: 1 (grayscale) or 3 (RGB)")
-    p.add_argument("--val-fraction", type=float, default=0.0, help="hold out this part of train as val")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="where the data has no val split: hold out this part of train"
+    )
+    p.add_argument("--split-seed", type=int, default=0, help="chooses the held-out images (as data.split_seed)")
     p.set_defaults(func=cmd_data_info)
     p = data.add_parser("fetch", help="put a named dataset into the data directory ($RESNETLAB_DATA)")
     p.add_argument("dataset")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .models import create_model, model_info
+from .models import create_model, list_models, model_info
 from .training import TrainConfig, load_config
 from .training.loop import fit, make_loader, resolve_device
 from .training.report import _pyplot, read_metrics
@@ -200,17 +200,35 @@ def write_report(exp_dir: Path, title: str, intro: str, figures: list[str], tabl
 # The experiments
 
 
+def residual_twin(depth: int, shortcut: str) -> str:
+    """The ResNet compared with Plain-`depth`. He et al. 2015 use option A (parameter-free shortcuts, so both
+    nets have the same parameters) in figure 6 (CIFAR) and in table 2 / figure 4 (ImageNet: ResNet-18/34);
+    option B projects where the width grows and is a separate, labelled comparison."""
+    if shortcut not in ("A", "B"):
+        raise UserError(f"shortcut={shortcut!r} is not A or B; A is the paper's degradation comparison")
+    imagenet = f"resnet{depth}_a" in list_models()  # ResNet-18/34: torchvision's resnet18/34 are option B
+    if imagenet:
+        return f"resnet{depth}_a" if shortcut == "A" else f"resnet{depth}"
+    return f"resnet{depth}" if shortcut == "A" else f"resnet{depth}_b"
+
+
 def degradation(
-    depths: list[int], preset: str = "quick", overrides: list[str] | None = None, out: str = "runs", name: str = ""
+    depths: list[int],
+    preset: str = "quick",
+    overrides: list[str] | None = None,
+    out: str = "runs",
+    name: str = "",
+    shortcut: str = "A",
 ) -> Path:
-    """Plain-d and ResNet-d for every depth d, same recipe and seed; figure 6 of He et al. 2015."""
+    """Plain-d and ResNet-d for every depth d, same recipe and seed; He et al. 2015, figures 4 and 6."""
     overrides = overrides or []
     data_name = next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), PRESETS.get(preset, [""])[0][5:])
-    exp_dir = experiment_dir(out, name or f"degradation-{Path(data_name).name}")
+    label = "" if shortcut == "A" else f"-option{shortcut}"
+    exp_dir = experiment_dir(out, name or f"degradation-{Path(data_name).name}{label}")
     members: dict[tuple[str, int], Member] = {}
     for depth in sorted(depths):
-        for kind in ("plain", "resnet"):
-            cfg = member_config(preset, overrides, f"{kind}{depth}", exp_dir)
+        for kind, model in (("plain", f"plain{depth}"), ("resnet", residual_twin(depth, shortcut))):
+            cfg = member_config(preset, overrides, model, exp_dir)
             members[kind, depth] = run_member(cfg, exp_dir)
     ordered = [members[k, d] for k in ("plain", "resnet") for d in sorted(depths)]
     shades = {d: COLOURS[i % len(COLOURS)] for i, d in enumerate(sorted(depths))}
@@ -219,7 +237,8 @@ def degradation(
         depth = int("".join(c for c in m.name if c.isdigit()))
         return shades[depth], m.name.startswith("plain")
 
-    plot_error_curves(exp_dir / "degradation.png", ordered, "plain (dashed) against residual (solid)", style)
+    title = f"plain (dashed) against residual, option {shortcut} shortcuts (solid)"
+    plot_error_curves(exp_dir / "degradation.png", ordered, title, style)
     rows = results_table(ordered)
     md = write_table(exp_dir, rows)
     findings = []
@@ -243,7 +262,8 @@ def degradation(
         )
         findings.append(
             f"At depth {deep} the shortcuts alone take the training error from {err['plain', deep]:.2f}% (plain) to "
-            f"{err['resnet', deep]:.2f}% (ResNet), with the same parameters, recipe and seed."
+            f"{err['resnet', deep]:.2f}% (ResNet), with the same "
+            + ("parameters, recipe and seed." if shortcut == "A" else "recipe and seed (option B adds projections).")
         )
         findings.append(
             "Both effects together, as in He et al. 2015: "
@@ -251,8 +271,11 @@ def degradation(
         )
     intro = (
         f"Plain networks and their ResNet twins at depths {', '.join(map(str, sorted(depths)))}, trained with "
-        f"the same recipe and seed (preset `{preset}`{', ' + ' '.join(overrides) if overrides else ''}). "
-        "Training error is measured on the training batches as they are seen; test error after each epoch."
+        f"the same recipe and seed (preset `{preset}`{', ' + ' '.join(overrides) if overrides else ''}), the ResNets "
+        f"with option {shortcut} shortcuts"
+        + (" (parameter-free, as in He et al. 2015). " if shortcut == "A" else " (projections where the width grows). ")
+        + "Training error is measured on the training batches as they are seen; validation error (held-out "
+        "training images) after each epoch, and it alone selects each member's epoch; test error once, at the end."
     )
     write_report(exp_dir, "Degradation: plain against residual networks", intro, ["degradation.png"], md, findings)
     return exp_dir
@@ -280,8 +303,14 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
 def _compare_report(exp_dir: Path, members: list[Member], how: str) -> Path:
     plot_error_curves(exp_dir / "curves.png", members, " vs ".join(m.name for m in members))
     md = write_table(exp_dir, results_table(members))
-    best = min(members, key=lambda m: 1 - m.summary["test_top1"])
-    findings = [f"Lowest final test error: {best.name} ({100 * (1 - best.summary['test_top1']):.2f}%)."]
+    scored = [m for m in members if m.summary.get("test_top1") is not None]
+    findings = []
+    if scored:
+        best = min(scored, key=lambda m: 1 - m.summary["test_top1"])
+        findings.append(
+            f"Lowest test error, of the weights each member selected on validation: {best.name} "
+            f"({100 * (1 - best.summary['test_top1']):.2f}%)."
+        )
     write_report(
         exp_dir,
         "Comparison",

@@ -116,7 +116,8 @@ def _cached(class_root: Path, classes: list[str], size: int, channels: int, show
     for label, name in enumerate(classes):
         if not (labels == label).any():
             raise UserError(f"class folder {class_root / name} has no readable images; add images or remove it")
-    info = DatasetInfo(shown_as, tuple(index["mean"]), tuple(index["std"]), (channels, size, size), tuple(classes), True)
+    mean, std = tuple(index["mean"]), tuple(index["std"])
+    info = DatasetInfo(shown_as, mean, std, (channels, size, size), tuple(classes), hflip=True)
     skipped = [p for p, _ in index["skipped"]]
     return Dataset(images, labels, list(classes), info, split, str(class_root), skipped, files=list(index["files"]))
 

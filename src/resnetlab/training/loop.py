@@ -37,6 +37,7 @@ from .checkpoint import read_weights, save_checkpoint, save_weights
 from .config import TrainConfig, validate
 from .device import Precision, autocast, choose_precision, resolve_device, resolve_precision
 from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
+from .norm_stats import BATCHES, reestimate, young_norms
 from .optim import build_optimizer, lr_multiplier, set_lr, total_steps
 from .report import plot_confusion, plot_curves, write_json, write_metrics
 from .resume import resumed_config
@@ -157,6 +158,10 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     watch_loader = (
         make_loader(cfg, watch_data, False, device, precision.channels_last, mean, std) if watch_data else None
     )
+
+    # A few fixed, unaugmented training batches for re-estimating young BatchNorm statistics.
+    settle_data = train_data.subset(np.arange(min(len(train_data), BATCHES * cfg.optim.batch_size)), "train", "")
+    settle_loader = make_loader(cfg, settle_data, False, device, precision.channels_last, mean, std)
 
     model = build_model(cfg, num_classes, in_chans)
     other_classes = bool(init_meta.get("classes")) and list(init_meta["classes"]) != list(train_data.classes)
@@ -337,6 +342,10 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
             "train_loss": partial["loss"] / max(partial["seen"], 1),
             "train_acc": partial["correct"] / max(partial["seen"], 1),
         }
+        young = young_norms(model)  # a short run: BatchNorm averages still near their start (norm_stats.py)
+        if young:
+            with autocast(device, precision.dtype):
+                reestimate(eval_model, young, (x for x, _ in settle_loader.epoch(0)))
         if watch_loader is not None:
             watched = evaluate(eval_model, watch_loader, device, precision.dtype, num_classes)
             row.update({f"{watch_split}_{k}": watched[k] for k in ("loss", "top1", "top5")})
@@ -455,7 +464,7 @@ def _finish(ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], wal
         "result_weights": how,
     }
     if chosen is not None:
-        prefix = "test" if final_split == "test" else "val_selected"
+        prefix = final_split  # test_top1, ... or, where the data has no test part, val_top1, ...
         summary.update(
             {
                 f"{prefix}_top1": chosen["top1"],
