@@ -24,6 +24,9 @@ def test_apportion_is_proportional_and_exact():
     assert apportion(np.array([50, 30, 20]), 10).tolist() == [5, 3, 2]
     assert apportion(np.array([5, 5, 1]), 3).sum() == 3
     assert apportion(np.array([3, 0, 3]), 6).tolist() == [3, 0, 3]
+    assert apportion(np.array([2, 2]), 2, cap=np.array([1, 1])).tolist() == [1, 1]
+    ties = {tuple(apportion(np.array([5] * 10), 5, rng=np.random.default_rng(s))) for s in range(5)}
+    assert len(ties) > 1  # equal classes: which ones get the extra item is drawn, not always the first
 
 
 def test_default_holdout_is_stratified_seeded_and_disjoint_from_test():
@@ -138,3 +141,15 @@ def test_a_folder_changed_since_the_run_is_not_scored_as_if_it_were_the_same(tmp
         resnetlab.evaluate(run.run_dir, split="val")
     assert main(["eval", str(run.run_dir), "split=val"]) == 2
     assert "changed since" in capsys.readouterr().err
+
+
+def test_weights_written_before_the_split_was_recorded_still_evaluate_and_say_so(held_out_run, tmp_path):
+    from resnetlab.training.checkpoint import read_weights, save_weights
+
+    state, meta = read_weights(held_out_run.run_dir / "best.safetensors")
+    old = {k: v for k, v in meta.items() if k not in ("split", "data", "data_path", "image_size", "channels")}
+    save_weights(tmp_path / "old.safetensors", state, old)
+    result = resnetlab.evaluate(tmp_path / "old.safetensors", device="cpu")
+    assert result["count"] == 200 and "chose its best epoch on the test split" in result["notes"][0]
+    with pytest.raises(UserError, match="no validation split of its own"):
+        resnetlab.evaluate(tmp_path / "old.safetensors", split="val")

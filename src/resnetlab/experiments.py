@@ -168,14 +168,19 @@ def plot_error_curves(path: Path, members: list[Member], title: str, style=None)
     """Training error and test error against iterations, side by side; style(member) -> (colour, dashes)."""
     plt = _pyplot()
     fig, (ax_train, ax_test) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True, sharey=False)
+    splits_seen: set[str] = set()
     for i, m in enumerate(members):
         colour, dashed = style(m, i) if style else (COLOURS[i % len(COLOURS)], False)
         steps = [r["step"] for r in m.rows]
         kw = dict(color=colour, linestyle="--" if dashed else "-", marker="o", markersize=3, linewidth=1.8)
         ax_train.plot(steps, [100 * (1 - r["train_acc"]) for r in m.rows], label=m.name, **kw)
-        split = "val" if "val_top1" in m.rows[-1] and m.rows[-1]["val_top1"] == m.rows[-1]["val_top1"] else "test"
-        ax_test.plot(steps, [100 * (1 - r[f"{split}_top1"]) for r in m.rows], label=m.name, **kw)
-    held_out = "validation error (%)" if split == "val" else "test error (%), display only"
+        split = "val" if not np.isnan(m.rows[-1].get("val_top1", np.nan)) else "test"
+        splits_seen.add(split)
+        ax_test.plot(steps, [100 * (1 - r.get(f"{split}_top1", np.nan)) for r in m.rows], label=m.name, **kw)
+    held_out = {
+        frozenset({"val"}): "validation error (%)",
+        frozenset({"test"}): "test error (%), display only",
+    }.get(frozenset(splits_seen), "validation error (%), or test error (display only) where nothing was held out")
     for ax, what in ((ax_train, "training error (%)"), (ax_test, held_out)):
         ax.set(xlabel="iterations", ylabel=what)
         ax.grid(alpha=0.3)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from .data import BatchLoader, load_splits
@@ -127,6 +128,15 @@ def _same_data(a: str, b: str | None) -> bool:
     return ALIASES.get(a.lower(), a.lower()) == ALIASES.get(b.lower(), b.lower())
 
 
+def _old_val_fraction(source: str | Path) -> float | None:
+    """val_fraction of the run that wrote `source`, read from its config.yaml (None when unknown)."""
+    folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    try:
+        return float(yaml.safe_load((folder / "config.yaml").read_text())["data"]["val_fraction"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
+
+
 def evaluate(
     source: str | Path,
     data: str | None = None,
@@ -164,16 +174,25 @@ def evaluate(
         )
     else:
         options = {"val_fraction": 0.1, "seed": 0, **data_options}
-        if record is None:
-            if split == "val" and (data is None or _same_data(data, run_data)):
-                raise UserError(
-                    f"{source} was trained before resnetlab held out validation images, so it has no validation "
-                    "split of its own (its run validated on test); evaluate split=test or split=train"
+        if record is None and (data is None or _same_data(data, run_data)):
+            held_out = _old_val_fraction(source)  # weights from before split records: what did their run do?
+            if held_out:
+                if split != "test":
+                    raise UserError(
+                        f"{source} was trained before resnetlab recorded its split: its run held out "
+                        f"{held_out:g} of train by another method, which cannot be rebuilt; evaluate split=test"
+                    )
+            else:
+                if split == "val":
+                    raise UserError(
+                        f"{source} was trained before resnetlab held out validation images, so it has no validation "
+                        "split of its own (its run validated on test); evaluate split=test or split=train"
+                    )
+                options["val_fraction"] = 0.0  # such a run trained on every training image
+                notes.append(
+                    "these weights were written before resnetlab held out validation images: their run chose its "
+                    "best epoch on the test split, so a test figure of them is optimistic"
                 )
-            notes.append(
-                "these weights were written before resnetlab held out validation images: their run chose its best "
-                "epoch on the test split, so a test figure of them is optimistic"
-            )
     splits = load_splits(name, image_size=size, channels=channels, need=(split,), **options)
     dataset = splits.part(split)
     if dataset is None:

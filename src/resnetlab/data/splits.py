@@ -31,35 +31,39 @@ from .dataset import Dataset
 SPLIT_METHOD = "stratified-v1"  # recorded with every run: the algorithm below, so that a change is detectable
 
 # Independent random streams per purpose, all derived from the one split seed.
-_HOLDOUT, _LIMIT_TRAIN, _LIMIT_VAL = 0, 1, 2
+_HOLDOUT, _LIMIT_TRAIN, _LIMIT_VAL, SETTLE = 0, 1, 2, 3
 
 
-def apportion(counts: np.ndarray, total: int) -> np.ndarray:
-    """Integers per class, proportional to `counts` and summing to `total` (largest remainders)."""
+def apportion(counts: np.ndarray, total: int, cap: np.ndarray | None = None, rng=None) -> np.ndarray:
+    """Integers per class, proportional to `counts`, at most `cap` (default: counts) each, summing to `total`
+    where the caps allow (largest remainders first; ties broken by `rng`, else by class index)."""
     counts = np.asarray(counts, np.int64)
+    cap = counts if cap is None else np.asarray(cap, np.int64)
     if counts.sum() == 0:
-        return counts
-    exact = counts * (total / counts.sum())
-    share = np.minimum(np.floor(exact).astype(np.int64), counts)
+        return np.zeros_like(counts)
+    share = np.minimum(counts * total // counts.sum(), cap)  # integer arithmetic: no rounding surprises
+    remainder = counts * total % counts.sum()
+    tiebreak = rng.permutation(len(counts)) if rng is not None else np.arange(len(counts))
+    order = np.lexsort((tiebreak, -remainder))  # largest remainder first
     rest = total - int(share.sum())
-    order = np.argsort(-(exact - share), kind="stable")  # largest remainder first, ties by class index
-    for c in order:
-        if rest <= 0:
-            break
-        if share[c] < counts[c]:
-            share[c] += 1
-            rest -= 1
+    while rest > 0 and (share < cap).any():
+        for c in order:
+            if rest > 0 and share[c] < cap[c]:
+                share[c] += 1
+                rest -= 1
     return share
 
 
-def stratified_pick(labels: np.ndarray, total: int, seed: int, purpose: int) -> np.ndarray:
-    """Sorted positions of `total` items chosen at random within each class, in proportion to the classes."""
+def stratified_pick(labels: np.ndarray, total: int, seed: int, purpose: int, keep_one: bool = False) -> np.ndarray:
+    """Sorted positions of `total` items chosen at random within each class, in proportion to the classes
+    (`keep_one`: leave at least one item of every class with two or more unchosen)."""
     labels = np.asarray(labels, np.int64)
     rng = np.random.default_rng([seed, purpose])
     shuffled = rng.permutation(len(labels))
     by_class = shuffled[np.argsort(labels[shuffled], kind="stable")]  # grouped by class, random within
     classes, starts, counts = np.unique(labels[by_class], return_index=True, return_counts=True)
-    share = apportion(counts, total)
+    cap = np.where(counts > 1, counts - 1, counts) if keep_one else counts
+    share = apportion(counts, total, cap, rng)
     chosen = [by_class[s : s + k] for s, k in zip(starts, share)]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
@@ -67,8 +71,10 @@ def stratified_pick(labels: np.ndarray, total: int, seed: int, purpose: int) -> 
 def holdout(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
     """A stratified, seeded (train, val) partition: the same seed always holds out the same images."""
     n = len(dataset)
+    if n < 2:
+        raise UserError(f"{dataset.source} has {n} training image(s): too few to hold out validation; add images")
     n_val = min(max(1, int(round(n * fraction))), n - 1)
-    val_idx = stratified_pick(dataset.labels, n_val, seed, _HOLDOUT)
+    val_idx = stratified_pick(dataset.labels, n_val, seed, _HOLDOUT, keep_one=True)  # every class still trains
     train_idx = np.setdiff1d(np.arange(n), val_idx)
     how = f"{fraction:g} stratified hold-out, split seed {seed}"
     return dataset.subset(train_idx, "train", f"train part of a {how}"), dataset.subset(val_idx, "val", how)

@@ -69,13 +69,14 @@ class DenseLayer(nn.Module):
         x = torch.cat(inputs, 1)  # (N, sum of channels, H, W): the copy checkpointing avoids keeping
         if not self.bottleneck_layers:
             return x
-        if recomputing:  # the first pass's arithmetic exactly, but its running-statistic update goes to copies
-            n = self.norm1
+        n = self.norm1
+        if recomputing and n.training and n.track_running_stats:
+            # the first pass's arithmetic exactly, but its running-statistic update goes to copies
             momentum = n.momentum if n.momentum is not None else 0.0
             mean, var = n.running_mean.clone(), n.running_var.clone()
             x = F.batch_norm(x, mean, var, n.weight, n.bias, training=True, momentum=momentum, eps=n.eps)
         else:
-            x = self.norm1(x)
+            x = n(x)  # in eval mode (frozen) BatchNorm updates nothing, so a recomputation may call it again
         return self.conv1(self.relu1(x))
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:

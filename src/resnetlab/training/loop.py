@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import BatchLoader, Dataset
-from ..data.splits import describe
+from ..data.splits import SETTLE, describe, sample
 from ..errors import UserError
 from ..models.pretrained import load_into, read_state_dict
 from ..models.summary import count_macs, count_params
@@ -40,7 +40,7 @@ from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
 from .norm_stats import BATCHES, reestimate, young_norms
 from .optim import build_optimizer, lr_multiplier, set_lr, total_steps
 from .report import plot_confusion, plot_curves, write_json, write_metrics
-from .resume import resumed_config
+from .resume import check_same_split, resumed_config
 from .setup import (
     build_model,
     load_run_data,
@@ -144,6 +144,8 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     splits = load_run_data(cfg)
     train_data = splits.train
     assert train_data is not None
+    if state is not None:
+        check_same_split(state, splits.record, run_dir)
     if not cfg.data.mean:  # record the normalisation in the config, so that a resumed run uses the same
         cfg.data.mean, cfg.data.std = normalisation(train_data, foreign_init=bool(init_state) and not init_meta)
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
@@ -160,7 +162,7 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     )
 
     # A few fixed, unaugmented training batches for re-estimating young BatchNorm statistics.
-    settle_data = train_data.subset(np.arange(min(len(train_data), BATCHES * cfg.optim.batch_size)), "train", "")
+    settle_data = sample(train_data, BATCHES * cfg.optim.batch_size, cfg.data.split_seed, SETTLE)  # every class
     settle_loader = make_loader(cfg, settle_data, False, device, precision.channels_last, mean, std)
 
     model = build_model(cfg, num_classes, in_chans)
@@ -192,6 +194,8 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     partial = {"loss": 0.0, "correct": 0.0, "seen": 0, "time": 0.0}
     wall_before = 0.0
     history: list[dict[str, Any]] = []
+    # What "auto" became here: a resume on other hardware may resolve it differently (not bit-identical).
+    resolved = {"device": device.type, "precision": precision.name, "channels_last": precision.channels_last}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -209,6 +213,8 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
             raise UserError(
                 f"{run_dir} already finished its {epochs} epochs; to train on, start a new run with init={run_dir}"
             )
+        if state.get("resolved") not in (None, resolved):
+            changed["resolved"] = [state["resolved"], resolved]
         if changed:
             history.append({"resumed_at_step": step, "changed": changed})
     else:
@@ -260,6 +266,7 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
                 "optimizer": optimizer.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "scaler": scaler.state_dict(),
+                "resolved": resolved,
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
                 "step": step,
@@ -342,7 +349,7 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
             "train_loss": partial["loss"] / max(partial["seen"], 1),
             "train_acc": partial["correct"] / max(partial["seen"], 1),
         }
-        young = young_norms(model)  # a short run: BatchNorm averages still near their start (norm_stats.py)
+        young = young_norms(model, any_age=ema is not None)  # averages still near their start (norm_stats.py)
         if young:
             with autocast(device, precision.dtype):
                 reestimate(eval_model, young, (x for x, _ in settle_loader.epoch(0)))

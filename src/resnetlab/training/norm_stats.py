@@ -21,8 +21,10 @@ YOUNG = 100  # batches: 0.9^100 = 3e-5 of the initial value left; beyond this th
 BATCHES = 10  # fixed training batches (no augmentation) averaged per re-estimate
 
 
-def young_norms(model: nn.Module) -> list[str]:
-    """Names of the trainable BatchNorm layers whose running averages are still dominated by their start."""
+def young_norms(model: nn.Module, any_age: bool = False) -> list[str]:
+    """Names of the trainable BatchNorm layers whose running averages are still dominated by their start
+    (`any_age`: every trainable one, for an EMA of the weights, whose averaged statistics forget their
+    start far more slowly, over about 1 / (1 - decay) steps)."""
     return [
         name
         for name, m in model.named_modules()
@@ -30,7 +32,7 @@ def young_norms(model: nn.Module) -> list[str]:
         and m.training  # frozen parts are in eval mode and keep their statistics
         and m.track_running_stats
         and m.momentum is not None
-        and int(m.num_batches_tracked) < YOUNG
+        and (any_age or int(m.num_batches_tracked) < YOUNG)
     ]
 
 
@@ -43,13 +45,15 @@ def reestimate(model: nn.Module, names: list[str], batches: Iterable[torch.Tenso
     model.eval()
     chosen = [modules[n] for n in names]
     momenta = [m.momentum for m in chosen]
+    counts = [m.num_batches_tracked.clone() for m in chosen]  # the age of the average is its training age
     for m in chosen:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
         m.train()
     for x in batches:
         model(x)
-    for m, momentum in zip(chosen, momenta):
+    for m, momentum, count in zip(chosen, momenta, counts):
         m.momentum = momentum
+        m.num_batches_tracked.copy_(count)
     for name, m in modules.items():
         m.training = modes[name]

@@ -82,12 +82,14 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str, loss_note: s
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", color="#1f77b4", label="train")
     ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", color="#1f77b4", label="train")
     if split:
-        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], "s-", color="#d62728", label=label)
-        ax_acc.plot(epochs, [100 * r[f"{split}_top1"] for r in rows], "s-", color="#d62728", label=f"{label} top-1")
+        nan = float("nan")  # epochs without this split's figures (none in a run started by this version)
+        ax_loss.plot(epochs, [r.get(f"{split}_loss", nan) for r in rows], "s-", color="#d62728", label=label)
+        top1 = [100 * r.get(f"{split}_top1", nan) for r in rows]
+        ax_acc.plot(epochs, top1, "s-", color="#d62728", label=f"{label} top-1")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss" + (f" ({loss_note})" if loss_note else ""))
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     if split == "val":  # the selected epoch; on test nothing is selected
-        best = max(rows, key=lambda r: r["val_top1"])
+        best = max((r for r in rows if "val_top1" in r), key=lambda r: r["val_top1"])
         ax_acc.annotate(
             f"best (selected) {100 * best['val_top1']:.2f}%",
             (best["epoch"], 100 * best["val_top1"]),

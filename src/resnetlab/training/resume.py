@@ -13,19 +13,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..data.sources import ALIASES
+from ..errors import ConfigError, UserError
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, from_dict, get, given_keys, setting_kind, validate
 
 
 def _same(key: str, mine: Any, theirs: Any) -> bool:
-    if key == "data.name" and mine and theirs and Path(mine).expanduser().exists():
-        return Path(mine).expanduser().resolve() == Path(theirs).expanduser().resolve()
+    if key == "data.name" and mine and theirs:
+        if Path(mine).expanduser().exists():
+            return Path(mine).expanduser().resolve() == Path(theirs).expanduser().resolve()
+        return ALIASES.get(mine.lower(), mine.lower()) == ALIASES.get(theirs.lower(), theirs.lower())
     return mine == theirs
 
 
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
+
+
+SPLIT_KEYS = ("method", "algorithm", "val_fraction", "seed", "limit_train", "limit_val", "train_digest", "val_digest")
+
+
+def check_same_split(state: dict[str, Any], record: dict[str, Any], run_dir: Path) -> None:
+    """A resumed run must train and select on the images it started with."""
+    old = (state.get("weights_meta") or {}).get("split")
+    if old is None:
+        raise UserError(
+            f"{run_dir} was started before resnetlab recorded its data split (its validation images, if any, were "
+            f"chosen another way), so it cannot go on with the same images; start a new run from its weights with "
+            f"init={run_dir}"
+        )
+    differ = [f"{k} {old.get(k)} then, {record.get(k)} now" for k in SPLIT_KEYS if old.get(k) != record.get(k)]
+    if differ:
+        raise UserError(
+            f"the data of {run_dir} is not what it started with ({'; '.join(differ)}), so resuming would train or "
+            f"select on other images; restore the data, or start a new run from its weights with init={run_dir}"
+        )
 
 
 def resumed_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path, dict[str, list[Any]]]:
@@ -56,6 +79,7 @@ def resumed_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path,
             f"from its weights with init={run_dir}"
             + (" (a longer schedule is a new run: init= with epochs=)" if longer else "")
         )
-    validate(saved)  # before resume is set: a fine-tuning run's saved init= is part of its record, not a conflict
+    saved.output.resume = ""  # validated without it: a fine-tuning run's saved init= is its record, not a conflict
+    validate(saved)
     saved.output.resume = str(run_dir)
     return saved, state, run_dir, arithmetic
