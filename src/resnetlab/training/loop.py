@@ -158,7 +158,9 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     watch_split = "val" if splits.val is not None else ("test" if splits.test is not None else None)
     watch_data = splits.part(watch_split) if watch_split else None
     watch_loader = (
-        make_loader(cfg, watch_data, False, device, precision.channels_last, mean, std) if watch_data else None
+        make_loader(cfg, watch_data, False, device, precision.channels_last, mean, std)
+        if watch_data is not None
+        else None
     )
 
     # A few fixed, unaugmented training batches for re-estimating young BatchNorm statistics.
