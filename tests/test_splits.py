@@ -130,7 +130,8 @@ def test_training_on_everything_selects_nothing_and_labels_test_as_display_only(
 
 def test_a_folder_changed_since_the_run_is_not_scored_as_if_it_were_the_same(tmp_path, capsys):
     root = make_split_folder(tmp_path / "pets", ("train",), per_class=10)
-    run = fit(load_config(None, RUN + [f"out={tmp_path / 'runs'}", f"data={root}", "data.image_size=8", "epochs=1"]))
+    settings = [f"out={tmp_path / 'runs'}", f"data={root}", "data.image_size=8", "epochs=1", "batch_size=8"]
+    run = fit(load_config(None, RUN + settings))
     assert run.summary["dataset"] == "pets" and run.summary["result_split"] == "val"
     assert json.loads((run.run_dir / "summary.json").read_text())["data"] == str(root)
     assert resnetlab.evaluate(run.run_dir, split="val")["count"] == 2

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import UserError
+from .errors import RunStopped, UserError
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -384,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `resnetlab models | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit flush quiet)
         return 0
+    except RunStopped as stopped:  # SIGTERM / first Ctrl-C: the run checkpointed at a step boundary
+        print(f"resnetlab: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("resnetlab: interrupted", file=sys.stderr)
         return 130

@@ -1,8 +1,11 @@
-"""Errors a user can fix. The CLI prints their one-sentence message and exits with status 2."""
+"""Errors a user can fix (the CLI prints their one-sentence message and exits with status 2), and the
+signal that a run stopped on request with its checkpoint written (exit 128 + the signal)."""
 
 from __future__ import annotations
 
 import difflib
+import signal
+from pathlib import Path
 
 
 class UserError(ValueError):
@@ -22,3 +25,14 @@ def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """' (did you mean a or b?)' or '' when nothing is close."""
     near = closest(name, choices)
     return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
+class RunStopped(Exception):
+    """A run stopped on request with its checkpoint written; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, signum: int, run_dir: Path | None, where: str) -> None:
+        self.signum, self.run_dir = signum, run_dir
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        resume = f"; resume with: resnetlab train resume={run_dir}" if run_dir else ""
+        super().__init__(f"stopped by {name} at {where}, checkpoint written{resume}")

@@ -10,6 +10,7 @@ raised before anything is written.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -92,6 +93,7 @@ class RunConfig:
     threads: int = 0  # CPU threads for torch (0: all cores)
     quiet: bool = False  # one line per epoch instead of a progress bar
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    checkpoint_minutes: float = 10.0  # and whenever this many minutes passed since the last one (0: never)
 
 
 @dataclass
@@ -247,7 +249,15 @@ def given_keys(cfg: TrainConfig) -> list[str]:
 # What a setting changes, for resume=: what is learned (refused when it differs from the run's), only the
 # arithmetic (applied; the resumed run is no longer bit-identical), or nothing computed (applied silently).
 ARITHMETIC_KEYS = ("run.device", "run.precision", "run.channels_last", "run.compile", "run.threads")
-DISPLAY_KEYS = ("run.quiet", "run.checkpoint_every", "output.tensorboard", "output.out", "output.name", "output.resume")
+DISPLAY_KEYS = (
+    "run.quiet",
+    "run.checkpoint_every",
+    "run.checkpoint_minutes",
+    "output.tensorboard",
+    "output.out",
+    "output.name",
+    "output.resume",
+)
 
 
 def setting_kind(dotted: str) -> str:
@@ -317,6 +327,11 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
 
 def validate(cfg: TrainConfig) -> None:
     """Values that parse but cannot work: each error names the key and what would."""
+    for key in all_keys():
+        value = get(cfg, key)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{key}={v} is not a finite number; give a value such as {get(TrainConfig(), key)}")
     for dotted, choices in CHOICES.items():
         section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -353,6 +368,7 @@ def validate(cfg: TrainConfig) -> None:
         "schedule.warmup",
         "run.threads",
         "run.checkpoint_every",
+        "run.checkpoint_minutes",
         "schedule.iterations",
         "finetune.backbone_lr",
         "finetune.unfreeze_every",

@@ -50,6 +50,7 @@ from .setup import (
     with_absolute_data_path,
     with_init_defaults,
 )
+from .signals import RunStopped, StopSignals
 
 __all__ = ["RunResult", "TrainingDiverged", "evaluate", "fit", "make_loader", "resolve_device", "resolve_precision"]
 
@@ -124,7 +125,14 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 
 
 def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
-    """Train as `cfg` says; returns the run directory, the summary and the per-epoch metrics."""
+    """Train as `cfg` says; returns the run directory, the summary and the per-epoch metrics.
+
+    SIGTERM / SIGINT stop it at the next step with a checkpoint written (RunStopped, see signals.py)."""
+    with StopSignals() as stop:
+        return _fit(cfg, rank, world_size, stop)
+
+
+def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> RunResult:
     validate(cfg)
     state: dict[str, Any] | None = None
     run_dir: Path | None = None
@@ -151,8 +159,12 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
     num_classes, in_chans = len(train_data.classes), int(train_data.images.shape[-1])
     train_loader = make_loader(cfg, train_data, True, device, precision.channels_last, mean, std, rank, world_size)
-    if len(train_loader) == 0:
-        raise UserError(f"batch_size={cfg.optim.batch_size} is larger than the {len(train_data)} training images")
+    if cfg.optim.batch_size > len(train_data) // world_size:
+        shared = f" shared by {world_size} processes" if world_size > 1 else ""
+        raise UserError(
+            f"batch_size={cfg.optim.batch_size} is larger than the {len(train_data):,} training images{shared}; "
+            f"use at most {len(train_data) // world_size}"
+        )
     # Per-epoch figures: on validation, which selects the best epoch; with nothing held out, on test, for
     # display only (nothing is selected on it: the last epoch is the result).
     watch_split = "val" if splits.val is not None else ("test" if splits.test is not None else None)
@@ -256,10 +268,14 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
     wall_start = time.perf_counter() - wall_before
     eval_model = ema.module if ema is not None else model
 
+    saved_at = [time.perf_counter()]  # when the last checkpoint was written, for checkpoint_minutes
+
     def checkpoint(epoch: int, batch_in_epoch: int) -> None:
-        """Everything needed to continue exactly: written atomically, plain types only."""
+        """Everything needed to continue exactly: written atomically, plain types only, finite weights only."""
+        saved_at[0] = time.perf_counter()
         if not is_main:
             return
+        refuse_non_finite(model, f"epoch {epoch + (batch_in_epoch > 0)}, step {step}", run_dir)
         save_checkpoint(
             run_dir / "last.pt",
             {
@@ -336,10 +352,18 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
                     acc=f"{100 * partial['correct'] / partial['seen']:.2f}%",
                     img_s=f"{rate:.0f}",
                 )
-            if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0 and b + 1 < steps_per_epoch:
+            due = bool(cfg.run.checkpoint_every) and step % cfg.run.checkpoint_every == 0
+            due |= (
+                bool(cfg.run.checkpoint_minutes)
+                and time.perf_counter() - saved_at[0] >= 60 * cfg.run.checkpoint_minutes
+            )
+            if (due and b + 1 < steps_per_epoch) or stop.requested:
                 partial["time"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 checkpoint(epoch, b + 1)
+                if stop.requested:
+                    bar.close()
+                    raise RunStopped(stop.requested, run_dir, f"epoch {epoch + 1}, step {step}")
         bar.close()
         partial["time"] += time.perf_counter() - tick
         start_batch = 0
@@ -351,6 +375,7 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
             "train_loss": partial["loss"] / max(partial["seen"], 1),
             "train_acc": partial["correct"] / max(partial["seen"], 1),
         }
+        refuse_non_finite(eval_model, f"the end of epoch {epoch + 1}", run_dir)
         young = young_norms(model, any_age=ema is not None)  # averages still near their start (norm_stats.py)
         if young:
             with autocast(device, precision.dtype):
@@ -358,6 +383,12 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
         if watch_loader is not None:
             watched = evaluate(eval_model, watch_loader, device, precision.dtype, num_classes)
             row.update({f"{watch_split}_{k}": watched[k] for k in ("loss", "top1", "top5")})
+            if not math.isfinite(watched["loss"]):
+                raise TrainingDiverged(
+                    f"the {watch_split} loss became {watched['loss']} after epoch {epoch + 1}; "
+                    f"{run_dir / 'last.pt' if run_dir else 'the checkpoint'} is left as it was; lower lr, add "
+                    "warm-up or set optim.grad_clip"
+                )
         row.update(
             images_per_s=partial["seen"] * world_size / max(partial["time"], 1e-9),
             epoch_s=partial["time"],
@@ -383,11 +414,24 @@ def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
                         writer.add_scalar(key, row[key], epoch + 1)
                 writer.flush()
         checkpoint(epoch + 1, 0)
+        if stop.requested:
+            raise RunStopped(stop.requested, run_dir, f"the end of epoch {epoch + 1}")
 
     if not is_main:
         return RunResult(Path("."), {}, rows)
     ctx = Finished(cfg, run_dir, model, eval_model, splits, device, precision, mean, std, params, writer, history)
     return _finish(ctx, rows, best, time.perf_counter() - wall_start)
+
+
+def refuse_non_finite(model: nn.Module, where: str, run_dir: Path | None) -> None:
+    """No checkpoint or weights file ever holds NaN or Inf: stop the run before writing one."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise TrainingDiverged(
+            f"the weights stopped being finite numbers ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at "
+            f"{where}; {run_dir / 'last.pt' if run_dir else 'the checkpoint'} is left as it was; lower lr, add "
+            "warm-up or set optim.grad_clip"
+        )
 
 
 def epoch_line(row: dict[str, Any], epochs: int, split: str | None) -> str:
