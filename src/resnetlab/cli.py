@@ -182,6 +182,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .inference import predict
 
+    if args.topk < 1:
+        raise UserError(f"--topk {args.topk} should be a positive number of classes, such as 5")
     results = predict(args.weights, args.images, topk=args.topk)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -202,17 +204,30 @@ def split_out(items: list[str], default: Path | None) -> tuple[list[str], Path |
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .data.folders import printable
     from .inference import embed
+    from .training.checkpoint import atomic_write
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} should be a positive number of images, such as 256")
     inputs, out = split_out(args.inputs, Path("features.npy"))
     features, names, skipped = embed(args.weights, inputs, batch_size=args.batch_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, features)
     names_file = out.with_suffix(".txt")
-    names_file.write_text("".join(f"{n}\n" for n in names))
+    listing = "".join(f"{n}\n" for n in names).encode("utf-8", "surrogateescape")  # names as the file system has them
+
+    def write_array(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add .npy to the temporary name
+            np.save(f, features)
+
+    try:  # each file complete or absent: written beside, then renamed
+        atomic_write(out, write_array)
+        atomic_write(names_file, lambda tmp: tmp.write_bytes(listing))
+    except OSError as err:
+        raise UserError(f"cannot write {out} ({err.strerror or err}); choose another out=") from None
     print(f"{features.shape[0]} images -> {out} ({features.shape[1]} features each, float32); names in {names_file}")
     if skipped:
-        print(f"skipped {len(skipped)} unreadable files: {', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")
+        shown = ", ".join(printable(s) for s in skipped[:5])
+        print(f"skipped {len(skipped)} unreadable files: {shown}{' ...' if len(skipped) > 5 else ''}")
     return 0
 
 

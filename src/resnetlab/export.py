@@ -54,9 +54,20 @@ def export(
     """Write `source` (a run or weights file) as `fmt` to `out`, then check it against PyTorch."""
     if fmt not in FORMATS:
         raise UserError(f"format={fmt!r} is not one of {', '.join(FORMATS)}")
+    if check_batch < 1:
+        raise UserError(f"batch={check_batch} is not a batch size; use a whole number such as 8, or 'dynamic'")
     model, meta = load(source, "cpu")
     model = model.float().eval()
     path = Path(out) if out else default_path(source, fmt)
+    try:
+        return _export_and_check(model, meta, fmt, path, dynamic_batch, check_batch, opset)
+    except OSError as err:  # an unwritable or full destination: one sentence, and nothing half-written left
+        raise UserError(f"cannot write {path} ({err.strerror or err}); choose another out=") from None
+
+
+def _export_and_check(
+    model: nn.Module, meta: dict, fmt: str, path: Path, dynamic_batch: bool, check_batch: int, opset: int
+) -> ExportResult:
     if fmt == "safetensors":
         save_weights(path, model.state_dict(), meta)
         return ExportResult(path, fmt, None, ())

@@ -31,6 +31,11 @@ VAL_NAMES = ("val", "valid", "validation")
 CACHE_VERSION = 1
 
 
+def printable(name: str) -> str:
+    """A file name for messages: bytes that are not UTF-8 (kept by Python as surrogates) shown as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def own_splits(root: Path) -> dict[str, Path | None]:
     """The folders holding each split's class folders: root/train, root/val (valid/, validation/), root/test;
     a flat root/<class>/ layout has only a train part (validation is then held out of it)."""
@@ -62,11 +67,22 @@ def scan(class_root: Path, classes: list[str]) -> tuple[list[tuple[str, int, int
     return files, skipped
 
 
+def to_8bit(img: Image.Image, channels: int) -> Image.Image:
+    """Any Pillow mode as 8-bit L or RGB, without saturating: 16-bit grey (I;16, or I holding 0..65535) is
+    scaled by 255/65535 (Pillow's convert("L") clips it at 255); transparent palette images go through RGBA."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.getextrema()[1] > 255):
+        wide = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
 def decode(path: Path, size: int, channels: int) -> np.ndarray:
     """(size, size, channels) uint8: shorter side to `size`, centre crop; raises OSError/ValueError if bad."""
     with Image.open(path) as img:
         img.load()  # decode fully now: a truncated file fails here, not later
-        img = img.convert("L" if channels == 1 else "RGB")
+        img = to_8bit(ImageOps.exif_transpose(img), channels)  # upright, as the camera meant it
         img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR, centering=(0.5, 0.5))
         array = np.asarray(img, dtype=np.uint8)
     return array[..., None] if channels == 1 else array
@@ -103,7 +119,9 @@ def _cached(class_root: Path, classes: list[str], size: int, channels: int, show
         index = _build(class_root, classes, files, skipped, size, channels, cache, fingerprint)
     images = np.load(array_path, mmap_mode="r")
     if len(index["skipped"]):
-        shown = ", ".join(p for p, _ in index["skipped"][:5]) + (", ..." if len(index["skipped"]) > 5 else "")
+        shown = ", ".join(printable(p) for p, _ in index["skipped"][:5]) + (
+            ", ..." if len(index["skipped"]) > 5 else ""
+        )
         log.warning(
             "skipped %d of %d files in %s (%s); the list is in %s",
             len(index["skipped"]),
@@ -173,7 +191,9 @@ def _build(
         "mean": mean,
         "std": std,
     }
-    (cache / "skipped.txt").write_text("".join(f"{p}\t{reason}\n" for p, reason in skipped))
+    # File names are whatever bytes the file system allows: written back as those bytes (surrogateescape).
+    listing = "".join(f"{p}\t{reason}\n" for p, reason in skipped)
+    (cache / "skipped.txt").write_text(listing, encoding="utf-8", errors="surrogateescape")
     tmp_index = cache / "index.json.tmp"
     tmp_index.write_text(json.dumps(index))
     os.replace(tmp_index, cache / "index.json")
