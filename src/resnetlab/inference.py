@@ -17,7 +17,7 @@ from torch import nn
 
 from .data import BatchLoader, load_splits
 from .data.folders import IMAGE_EXTENSIONS, decode
-from .data.sources import ALIASES
+from .data.sources import same_data
 from .data.splits import sample
 from .errors import UserError
 from .models import create_model
@@ -119,15 +119,6 @@ def predict(source: str | Path, images: list[str | Path], topk: int = 5, device:
     ]
 
 
-def _same_data(a: str, b: str | None) -> bool:
-    """Whether two dataset names or paths mean the same data (aliases, relative and absolute paths)."""
-    if not b:
-        return False
-    if Path(a).expanduser().exists() and Path(b).expanduser().exists():
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    return ALIASES.get(a.lower(), a.lower()) == ALIASES.get(b.lower(), b.lower())
-
-
 def _old_val_fraction(source: str | Path) -> float | None:
     """val_fraction of the run that wrote `source`, read from its config.yaml (None when unknown)."""
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
@@ -162,7 +153,7 @@ def evaluate(
         raise UserError("say which data to evaluate on: data=fashion-mnist, data=cifar10 or data=path/to/folder")
     channels, size, _ = meta["input_size"]
     record = meta.get("split")
-    own_split = record is not None and (data is None or _same_data(data, run_data)) and not data_options
+    own_split = record is not None and (data is None or same_data(data, run_data)) and not data_options
     notes = []
     if own_split:
         options = dict(
@@ -174,7 +165,7 @@ def evaluate(
         )
     else:
         options = {"val_fraction": 0.1, "seed": 0, **data_options}
-        if record is None and (data is None or _same_data(data, run_data)):
+        if record is None and (data is None or same_data(data, run_data)):
             held_out = _old_val_fraction(source)  # weights from before split records: what did their run do?
             if held_out:
                 if split != "test":

@@ -443,6 +443,20 @@ NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "synthetic")
 ALIASES = {"fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
 
 
+def canonical(name: str) -> str:
+    """A dataset name in its registered spelling ('FMNIST' -> 'fashion-mnist'); other text lower-cased."""
+    return ALIASES.get(name.lower(), name.lower())
+
+
+def same_data(a: str, b: str | None) -> bool:
+    """Whether two dataset names or paths mean the same data (aliases, relative and absolute paths)."""
+    if not a or not b:
+        return False
+    if Path(a).expanduser().exists() and Path(b).expanduser().exists():
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return canonical(a) == canonical(b)
+
+
 def source_parts(
     name_or_path: str,
     *,
@@ -452,7 +466,7 @@ def source_parts(
     channels: int = 3,
 ) -> dict[str, Callable[[], Dataset] | None]:
     """The splits a source has of its own, as loaders: {"train": ..., "val": ... or None, "test": ... or None}."""
-    key = ALIASES.get(name_or_path.lower(), name_or_path.lower())
+    key = canonical(name_or_path)
     candidate = Path(name_or_path).expanduser()
     if key not in NAMES and candidate.is_dir() and not any("idx3" in p.name for p in candidate.iterdir()):
         return folder_parts(candidate, image_size=image_size, channels=channels)
@@ -550,4 +564,4 @@ def _load_split(key: str, candidate: Path, split: str, path: str | Path | None, 
 
 def dataset_info(name: str) -> DatasetInfo | None:
     """Metadata of a named dataset without reading it (None for folders: they are measured when read)."""
-    return INFOS.get(ALIASES.get(name.lower(), name.lower()))
+    return INFOS.get(canonical(name))

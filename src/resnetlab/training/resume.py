@@ -13,18 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..data.sources import ALIASES
+from ..data.sources import same_data
 from ..errors import ConfigError, UserError
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, from_dict, get, given_keys, setting_kind, validate
 
 
 def _same(key: str, mine: Any, theirs: Any) -> bool:
-    if key == "data.name" and mine and theirs:
-        if Path(mine).expanduser().exists():
-            return Path(mine).expanduser().resolve() == Path(theirs).expanduser().resolve()
-        return ALIASES.get(mine.lower(), mine.lower()) == ALIASES.get(theirs.lower(), theirs.lower())
-    return mine == theirs
+    return same_data(mine, theirs) if key == "data.name" else mine == theirs
 
 
 def _show(value: Any) -> str:

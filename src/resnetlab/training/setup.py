@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..data import AugmentConfig, BatchLoader, Dataset, Splits, load_splits
-from ..data.sources import ALIASES, NAMES
+from ..data.sources import NAMES, canonical
 from ..models import create_model, model_info
 from .config import TrainConfig
 
@@ -38,7 +38,7 @@ def load_run_data(cfg: TrainConfig, need: tuple[str, ...] = ("train", "val", "te
 def with_absolute_data_path(cfg: TrainConfig) -> TrainConfig:
     """A folder given by a relative path is recorded absolutely, so that `eval RUN` finds it from anywhere."""
     name = cfg.data.name
-    if ALIASES.get(name.lower(), name.lower()) in NAMES or not Path(name).expanduser().exists():
+    if canonical(name) in NAMES or not Path(name).expanduser().exists():
         return cfg
     return replace(cfg, data=replace(cfg.data, name=str(Path(name).expanduser().resolve())))
 
