@@ -121,7 +121,7 @@ def test_impossible_settings_fail_before_a_run_directory_exists(tmp_path, bad, m
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     from resnetlab import create_model
-    from resnetlab.training.checkpoint import save_weights
+    from resnetlab.files import save_weights
 
     path = tmp_path_factory.mktemp("w") / "w.safetensors"
     meta = {

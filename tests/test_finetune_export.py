@@ -13,10 +13,10 @@ import resnetlab
 from resnetlab.cli import main
 from resnetlab.errors import ConfigError, UserError
 from resnetlab.export import export
+from resnetlab.files import save_weights
 from resnetlab.models import create_model
 from resnetlab.models.pretrained import adapt_input_conv, load_into, load_pretrained
 from resnetlab.training import load_config
-from resnetlab.training.checkpoint import save_weights
 from resnetlab.training.finetune import frozen_parts, param_groups, parts, still_frozen
 from resnetlab.training.loop import fit
 

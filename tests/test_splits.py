@@ -145,7 +145,7 @@ def test_a_folder_changed_since_the_run_is_not_scored_as_if_it_were_the_same(tmp
 
 
 def test_weights_written_before_the_split_was_recorded_still_evaluate_and_say_so(held_out_run, tmp_path):
-    from resnetlab.training.checkpoint import read_weights, save_weights
+    from resnetlab.files import read_weights, save_weights
 
     state, meta = read_weights(held_out_run.run_dir / "best.safetensors")
     old = {k: v for k, v in meta.items() if k not in ("split", "data", "data_path", "image_size", "channels")}

@@ -1,7 +1,9 @@
 """The training engine: a real (tiny) run end to end, exact resume after SIGKILL, safe checkpoints,
 config errors before anything is written, the non-finite guard, eval and predict on a saved run."""
 
+import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from safetensors.torch import load_file
 import resnetlab
 from resnetlab.cli import main
 from resnetlab.data.sources import synthetic
-from resnetlab.errors import ConfigError, UserError
+from resnetlab.errors import ConfigError, UserError, WriteFailed
 from resnetlab.training import checkpoint as ckpt
 from resnetlab.training import load_config
 from resnetlab.training.config import ScheduleConfig
@@ -152,12 +154,12 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_intact(tmp_path
     ckpt.save_checkpoint(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
     before = path.read_bytes()
 
-    def half_then_crash(obj, f):
-        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
-        raise OSError("disk full")
+    def half_then_full(tmp, data):
+        Path(tmp).write_bytes(bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ckpt.torch, "save", half_then_crash)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(ckpt, "write_bytes", half_then_full)
+    with pytest.raises(WriteFailed, match=r"^no space left on device while writing .*last\.pt; nothing was replaced"):
         ckpt.save_checkpoint(path, {"epoch": 2})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
@@ -167,7 +169,7 @@ def test_corrupt_and_unsafe_checkpoints_are_clear_errors(tmp_path):
     path = tmp_path / "last.pt"
     ckpt.save_checkpoint(path, {"epoch": 1})
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(UserError, match=r"last.pt is truncated or corrupt"):
+    with pytest.raises(UserError, match=r"last.pt is truncated or is not a PyTorch checkpoint"):
         ckpt.load_checkpoint(path)
 
     import datetime  # any class outside the safe list stands in for a malicious object

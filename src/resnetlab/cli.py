@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import RunStopped, UserError
+from .errors import RunStopped, UserError, WriteFailed
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -118,7 +119,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(recipe, overrides)
     if not cfg.run.quiet:
         print(cfg.to_yaml().rstrip())
-    fit(cfg)
+    try:
+        fit(cfg)
+    except WriteFailed as err:
+        if (err.path.parent / "last.pt").is_file():  # a checkpoint from before the failure is there to go on from
+            err.next_step = f"resume with: resnetlab train resume={err.path.parent}"
+        raise
     return 0
 
 
@@ -205,8 +211,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data.folders import printable
+    from .files import atomic_write, chosen_output
     from .inference import embed
-    from .training.checkpoint import atomic_write
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} should be a positive number of images, such as 256")
@@ -219,11 +225,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         with open(tmp, "wb") as f:  # a file object: np.save would add .npy to the temporary name
             np.save(f, features)
 
-    try:  # each file complete or absent: written beside, then renamed
+    with chosen_output(out):  # each file complete or absent: written beside, then renamed
         atomic_write(out, write_array)
         atomic_write(names_file, lambda tmp: tmp.write_bytes(listing))
-    except OSError as err:
-        raise UserError(f"cannot write {out} ({err.strerror or err}); choose another out=") from None
     print(f"{features.shape[0]} images -> {out} ({features.shape[1]} features each, float32); names in {names_file}")
     if skipped:
         shown = ", ".join(printable(s) for s in skipped[:5])
@@ -399,6 +403,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `resnetlab models | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit flush quiet)
         return 0
+    except WriteFailed as err:  # a full disk or a refused write: not the user's input, so status 1
+        print(f"resnetlab: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"resnetlab: error: {(err.strerror or str(err)).lower()} while writing {err.filename}", file=sys.stderr)
+        return 1
     except RunStopped as stopped:  # SIGTERM / first Ctrl-C: the run checkpointed at a step boundary
         print(f"resnetlab: {stopped}", file=sys.stderr)
         return stopped.exit_code

@@ -1,9 +1,11 @@
-"""Errors a user can fix (the CLI prints their one-sentence message and exits with status 2), and the
-signal that a run stopped on request with its checkpoint written (exit 128 + the signal)."""
+"""Errors a user can fix (the CLI prints their one-sentence message and exits with status 2), a write the
+operating system refused (exit 1), and the signal that a run stopped on request with its checkpoint
+written (exit 128 + the signal)."""
 
 from __future__ import annotations
 
 import difflib
+import errno
 import signal
 from pathlib import Path
 
@@ -36,3 +38,26 @@ class RunStopped(Exception):
         name = signal.Signals(signum).name
         resume = f"; resume with: resnetlab train resume={run_dir}" if run_dir else ""
         super().__init__(f"stopped by {name} at {where}, checkpoint written{resume}")
+
+
+class WriteFailed(Exception):
+    """The operating system refused a write (no space, quota, permission); the file it would replace is intact.
+
+    `next_step` (how to carry on, e.g. the resume command) may be set by whoever knows it."""
+
+    exit_code = 1
+
+    def __init__(self, path: Path, err: OSError, next_step: str | None = None) -> None:
+        self.path, self.errno, self.next_step = Path(path), err.errno, next_step
+        self.reason = (err.strerror or str(err)).lower()
+        super().__init__(self.reason)
+
+    def __str__(self) -> str:
+        fix = {
+            errno.ENOSPC: "free some space",
+            errno.EDQUOT: "free some space",
+            errno.EROFS: "choose a writable folder",
+            errno.EACCES: "choose a folder you may write to",
+        }.get(self.errno or 0, "check the folder")
+        then = self.next_step or "run again"
+        return f"{self.reason} while writing {self.path}; nothing was replaced ({fix}, then {then})"

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .files import atomic_write, chosen_output, save_weights
 from .inference import load
-from .training.checkpoint import atomic_write, save_weights
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
@@ -59,10 +59,8 @@ def export(
     model, meta = load(source, "cpu")
     model = model.float().eval()
     path = Path(out) if out else default_path(source, fmt)
-    try:
+    with chosen_output(path):  # an unwritable or full destination: one sentence, and nothing half-written left
         return _export_and_check(model, meta, fmt, path, dynamic_batch, check_batch, opset)
-    except OSError as err:  # an unwritable or full destination: one sentence, and nothing half-written left
-        raise UserError(f"cannot write {path} ({err.strerror or err}); choose another out=") from None
 
 
 def _export_and_check(

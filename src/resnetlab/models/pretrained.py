@@ -7,9 +7,7 @@ the first convolution as timm does (summed for 1 channel, repeated and rescaled 
 
 from __future__ import annotations
 
-import json
 import math
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..files import load_plain, read_weights
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "ema", "state_dict_ema")
-META_KEY = "resnetlab"
 
 
 @dataclass
@@ -59,24 +57,8 @@ def read_state_dict(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     """(state dict, resnetlab metadata or {}) from any supported weights file, unwrapped."""
     path = resolve_weights_path(source)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-                header = f.metadata() or {}
-        except (SafetensorError, OSError) as err:
-            raise UserError(f"{path} is not a readable safetensors file ({err})") from err
-        return tensors, json.loads(header[META_KEY]) if META_KEY in header else {}
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UserError(
-            f"{path} needs arbitrary pickled objects to load, which could run code; save its "
-            "state_dict() instead (plain tensors load safely)"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"{path} is truncated or not a PyTorch weights file ({type(err).__name__})") from err
+        return read_weights(path)
+    obj = load_plain(path, "weights file")
     if isinstance(obj, dict) and obj.get("format", "").startswith("resnetlab-checkpoint"):
         return obj["model"], obj.get("weights_meta", {})
     while isinstance(obj, dict) and not _is_state_dict(obj):

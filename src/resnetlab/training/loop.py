@@ -31,9 +31,10 @@ from tqdm import tqdm
 from ..data import BatchLoader, Dataset
 from ..data.splits import SETTLE, describe, sample
 from ..errors import UserError
+from ..files import atomic_write, read_weights, save_weights
 from ..models.pretrained import load_into, read_state_dict
 from ..models.summary import count_macs, count_params
-from .checkpoint import read_weights, save_checkpoint, save_weights
+from .checkpoint import save_checkpoint
 from .config import TrainConfig, validate
 from .device import Precision, autocast, choose_precision, resolve_device, resolve_precision
 from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
@@ -246,7 +247,7 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
     meta = weights_meta(cfg, train_data, mean, std, splits.record)
     params = count_params(model)
     if is_main:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(cfg.to_yaml()))
         _say(cfg, f"run {run_dir}  ({'resuming at epoch ' + str(start_epoch + 1) if state else 'new'})")
         sizes = ", ".join(
             f"{len(d):,} {n}" for n, d in (("train", train_data), ("val", splits.val), ("test", splits.test)) if d

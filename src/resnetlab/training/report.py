@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 EVAL_SPLITS = ("val", "test")  # per-epoch figures are on validation, or (val_fraction=0) on test, for display only
 METRIC_COLUMNS = [

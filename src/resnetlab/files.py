@@ -1,0 +1,135 @@
+"""Files written whole or not at all, and read back with a clear error.
+
+- Every file is written to a temporary file in the same folder, flushed, fsync'ed, then renamed over the
+  old one: a reader sees the old file or the new one, never half of either.
+- A write that fails (a full disk, a quota, a read-only folder) raises WriteFailed naming the file, and the
+  file it would have replaced is left as it was.
+- `*.safetensors` weights carry the model name, its architecture arguments, the class names and the
+  preprocessing (input size, mean, std) as JSON in the metadata.
+- Reading a damaged file (random bytes, truncated, malformed metadata) is a UserError naming the file and the
+  problem; only a file that really asks for arbitrary pickled objects is called unsafe.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+from .errors import UserError, WriteFailed
+
+META_KEY = "resnetlab"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) for a temporary path beside `path`, fsync it, then rename it over `path`.
+
+    An OSError on the way (no space, no permission) becomes WriteFailed; `path` is untouched either way."""
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the permissions a plain open() would
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as err:
+        raise WriteFailed(path, err) from err
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+
+
+@contextmanager
+def chosen_output(path: Path) -> Iterator[None]:
+    """Around writing an output whose path the user chose (out=): a folder that cannot be written is their
+    error to fix (UserError, choose another out=); a full disk stays WriteFailed (exit status 1)."""
+    try:
+        yield
+    except WriteFailed as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(f"cannot write {err.path} ({err.reason}); choose another out=") from None
+    except OSError as err:  # a writer outside atomic_write (an exporter writing side files) refused
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise WriteFailed(Path(err.filename or path), err) from err
+        raise UserError(f"cannot write {path} ({(err.strerror or str(err)).lower()}); choose another out=") from None
+
+
+def write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """Write `data` to `path` in 1 MiB pieces (an OSError says why the operating system refused)."""
+    view = memoryview(data)
+    with open(path, "wb") as f:
+        for start in range(0, len(view), 1 << 20):
+            f.write(view[start : start + (1 << 20)])
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_plain(path: Path, what: str) -> Any:
+    """torch.load(weights_only=True) of `path`; a damaged or unsafe file is a UserError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # damaged bytes surface as many types: RuntimeError, EOFError, IndexError, struct.error
+        if "Unsupported global" in str(err):  # the file names a Python object to construct: refuse it
+            raise UserError(
+                f"{path} needs arbitrary pickled objects to load, which could run code; resnetlab only loads "
+                f"{what}s of plain tensors and numbers (save a state_dict() instead)"
+            ) from err
+        raise UserError(f"{path} is truncated or is not a PyTorch {what} ({_reason(err)})") from err
+
+
+def _reason(err: Exception) -> str:
+    """The first line of an error's message, short enough for a one-sentence report."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    first = first.split("] ", 1)[-1]  # drop c10's "[enforce fail at file.cc:123]" prefix
+    return f"{type(err).__name__}: {first[:120]}" if first else type(err).__name__
+
+
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Weights as safetensors; `meta` (model, arch, classes, preprocessing, ...) as JSON in the header."""
+    # safetensors wants contiguous tensors that share no memory: channels_last and tied weights are copied.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    data = save(tensors, metadata={META_KEY: json.dumps(meta)})
+    atomic_write(path, lambda tmp: write_bytes(tmp, data))
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, resnetlab metadata or {}) of a .safetensors file; a damaged one is a UserError naming it."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors reports a damaged header or body as several exception types
+        raise UserError(f"{path} is not a readable safetensors file ({_reason(err)})") from err
+    if META_KEY not in header:
+        return tensors, {}
+    try:
+        meta = json.loads(header[META_KEY])
+    except ValueError as err:
+        raise UserError(f"{path} has malformed resnetlab metadata (not JSON: {err})") from err
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} has malformed resnetlab metadata (a JSON {type(meta).__name__}, not an object)")
+    return tensors, meta
