@@ -203,12 +203,14 @@ def test_image_folder_skips_bad_files_counts_and_lists_them(tmp_path, caplog):
 def test_image_folder_cache_is_reused_and_rebuilt_when_files_change(tmp_path):
     make_folder(tmp_path / "pets")
     load_dataset(str(tmp_path / "pets"), "train", image_size=16, val_fraction=0.0)
-    cache = next((Path(os.environ["RESNETLAB_DATA"]) / "folders").iterdir()) / "images.npy"
+    folder = next((Path(os.environ["RESNETLAB_DATA"]) / "folders").iterdir())
+    (cache,) = folder.glob("images-*.npy")
     stamp = cache.stat().st_mtime_ns
     assert len(load_dataset(str(tmp_path / "pets"), "train", image_size=16, val_fraction=0.0)) == 6
     assert cache.stat().st_mtime_ns == stamp  # reused
     save_image(tmp_path / "pets" / "dog" / "new.png", (0, 0, 255))
     assert len(load_dataset(str(tmp_path / "pets"), "train", image_size=16, val_fraction=0.0)) == 7  # rebuilt
+    assert [p.name for p in folder.glob("images-*.npy")] != [cache.name]  # the old array was replaced
 
 
 def test_image_folder_layouts_and_errors(tmp_path):

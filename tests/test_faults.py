@@ -145,6 +145,11 @@ def weights(tmp_path_factory):
         (["embed", "{w}", "{img}", "--batch-size", "0"], "--batch-size 0 should be a positive number"),
         (["export", "{w}", "format=onnx", "batch=0", "out={tmp}/m.onnx"], "batch=0 is not a batch size"),
         (["export", "{w}", "format=torchscript", "out=/proc/resnetlab/m.pt"], "cannot write /proc/resnetlab/m.pt"),
+        (["trian"], "invalid choice: 'trian' (choose from 'models', 'summary', 'train'"),
+        (["predict", "{w}"], "arguments are required: images; `resnetlab predict --help` lists what works"),
+        (["train", "epochs=1", "bogus.key=1", "out={tmp}/runs"], "unknown config key 'bogus.key'"),
+        (["train", "data=/no/such/path", "quiet=true", "out={tmp}/runs"], "dataset '/no/such/path' is neither"),
+        (["eval", "{tmp}/no-run"], "no-run not found; give a run directory"),
     ],
 )
 def test_command_line_user_errors_exit_2_in_one_sentence_and_write_nothing(weights, tmp_path, argv, match, capsys):
@@ -208,3 +213,118 @@ def test_high_bit_depth_and_unusual_modes_convert_without_saturating(tmp_path):
     rotated.save(tmp_path / "rot.jpg", exif=exif)
     upright = decode(tmp_path / "rot.jpg", 8, 3)  # 8 wide, 16 tall when upright: the white half on top
     assert upright[:3].mean() > 200 and upright[-3:].mean() < 60  # stored as is, the white half is on the left
+
+
+@pytest.mark.slow
+def test_soak_sigkill_at_random_moments_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
+    """Kill -9 a run six times at random moments (in training, in a checkpoint write, during start-up of a
+    resumed run), resuming after each; the run ends with exactly the weights of one never stopped."""
+    import random
+
+    settings = SETTINGS + ["epochs=3", "run.checkpoint_every=4", "data.cutout=8", "optim.ema=0.9"]
+    reference = fit(load_config(None, settings + [f"out={tmp_path / 'ref'}"]))
+    run, rng = tmp_path / "soak" / "victim", random.Random(13)
+    fresh = [sys.executable, "-m", "resnetlab", "train", *settings, f"out={tmp_path / 'soak'}", "name=victim"]
+    resume = [sys.executable, "-m", "resnetlab", "train", f"resume={run}", "quiet=true"]
+    kills = 0
+
+    def command() -> list[str]:
+        return resume if (run / "last.pt").exists() else fresh
+
+    while kills < 6:
+        proc = subprocess.Popen(command(), stdout=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(1.0, 6.0))  # start-up alone takes about 2 s: some kills land in it
+            break  # it finished before this kill: the soak is over early
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    if (run / "summary.json").exists() is False:
+        assert (
+            subprocess.run(resume if (run / "last.pt").exists() else fresh, stdout=subprocess.DEVNULL).returncode == 0
+        )
+    assert kills >= 3, "the run was too quick to be killed often; lengthen it"
+    a, b = load_file(reference.run_dir / "last.safetensors"), load_file(run / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no debris from killed writes
+
+
+# Each statement of the README's "What happens when things go wrong" and the test that proves it.
+README_CLAIMS = [
+    (
+        "ends with exactly the weights of a run never stopped",
+        "test_training.py",
+        "test_killed_run_resumes_to_the_same_weights_and_metrics",
+    ),
+    (
+        "kills one run six times",
+        "test_faults.py",
+        "test_soak_sigkill_at_random_moments_then_resume_ends_with_the_uninterrupted_weights",
+    ),
+    (
+        "exits 143 (SIGTERM) or 130 (Ctrl-C)",
+        "test_faults.py",
+        "test_a_signal_in_the_first_epoch_checkpoints_says_how_to_resume_and_resumes_exactly",
+    ),
+    (
+        "every `run.checkpoint_minutes` (10 by default)",
+        "test_faults.py",
+        "test_a_long_epoch_is_checkpointed_by_wall_time",
+    ),
+    (
+        "no checkpoint or weights file ever holds NaN or Inf",
+        "test_faults.py",
+        "test_non_finite_weights_never_reach_a_checkpoint",
+    ),
+    (
+        "fail with one sentence before a run directory exists",
+        "test_faults.py",
+        "test_impossible_settings_fail_before_a_run_directory_exists",
+    ),
+    (
+        "exit status 1 and one sentence",
+        "test_fault_files.py",
+        "test_a_full_disk_while_checkpointing_exits_1_and_the_previous_checkpoint_resumes",
+    ),
+    (
+        "truncated one, or one with malformed metadata",
+        "test_fault_files.py",
+        "test_damaged_checkpoints_and_weights_are_one_sentence_naming_the_file",
+    ),
+    (
+        "really asks for pickled Python objects",
+        "test_fault_files.py",
+        "test_only_a_file_that_really_pickles_code_is_called_unsafe",
+    ),
+    (
+        "decompression bombs over Pillow's limit",
+        "test_fault_files.py",
+        "test_decompression_bombs_and_oversized_images_are_skipped_with_a_reason",
+    ),
+    ("reported once", "test_fault_files.py", "test_the_skipped_files_warning_is_printed_once_per_folder"),
+    (
+        "several processes at once",
+        "test_fault_files.py",
+        "test_two_processes_building_the_same_cache_at_once_both_succeed",
+    ),
+    ("damaged or truncated cache is detected", "test_fault_files.py", "test_a_damaged_cache_is_detected_and_rebuilt"),
+    (
+        "an unwritable `out=`), said in one sentence with nothing written",
+        "test_faults.py",
+        "test_command_line_user_errors_exit_2_in_one_sentence_and_write_nothing",
+    ),
+]
+
+
+def test_every_statement_of_the_readme_fault_section_has_a_test():
+    import importlib
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### What happens when things go wrong", 1)[1].split("\n#", 1)[0]
+    flowing = " ".join(section.split())  # as a reader sees it, whatever the line breaks
+    for claim, module, name in README_CLAIMS:
+        assert claim in flowing, f"the README no longer says {claim!r}: update README_CLAIMS and its test"
+        assert hasattr(importlib.import_module(module.removesuffix(".py")), name), f"{module}::{name} is gone"
+    for bullet in (" " + flowing).split(" - ")[1:]:
+        assert any(claim in bullet for claim, _, _ in README_CLAIMS), f"no test for the README's {bullet[:60]!r}..."

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import RunStopped, UserError, WriteFailed
 
@@ -186,6 +187,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
+    from .data.folders import printable
     from .inference import predict
 
     if args.topk < 1:
@@ -195,7 +197,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
         return 0
     for result in results:
-        print(result["file"])
+        print(printable(result["file"]))
+        if "skipped" in result:
+            print(f"  skipped: {result['skipped']}")
+            continue
         for name, p in result["top"]:
             print(f"  {100 * p:6.2f}%  {name}")
     return 0
@@ -230,7 +235,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         atomic_write(names_file, lambda tmp: tmp.write_bytes(listing))
     print(f"{features.shape[0]} images -> {out} ({features.shape[1]} features each, float32); names in {names_file}")
     if skipped:
-        shown = ", ".join(printable(s) for s in skipped[:5])
+        shown = "; ".join(f"{printable(name)} ({reason})" for name, reason in skipped[:5])
         print(f"skipped {len(skipped)} unreadable files: {shown}{' ...' if len(skipped) > 5 else ''}")
     return 0
 
@@ -304,9 +309,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors in one line (which command, what was wrong, where help is), status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"resnetlab: error: {message}; `{self.prog} --help` lists what works\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resnetlab", description="Residual networks: define, train, explain, export.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="resnetlab", description="Residual networks: define, train, explain, export.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("models", help="list the registered networks with parameters and published results")
     p.add_argument("pattern", nargs="?", default=None, help="a glob such as 'resnet*' or a word such as 'preact'")
@@ -394,7 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="resnetlab: %(message)s", stream=sys.stderr)
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 on bad usage
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a usage error already printed in one line (2)
+        return int(done.code or 0)
     try:
         return args.func(args)
     except UserError as err:

@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from .data import BatchLoader, load_splits
-from .data.folders import IMAGE_EXTENSIONS, decode
+from .data.folders import IMAGE_EXTENSIONS, read_image
 from .data.sources import same_data
 from .data.splits import sample
 from .errors import UserError
@@ -35,15 +35,40 @@ def load(source: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, 
             f"{path} carries no resnetlab metadata (model name, classes); to use foreign weights, "
             "fine-tune them with `resnetlab finetune init=...`"
         )
-    model = create_model(
-        meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"], **meta.get("args", {})
-    )
+    check_meta(meta, path)
+    try:
+        model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"], **meta["args"])
+    except (TypeError, UserError) as err:  # an unknown model name or arguments its builder does not take
+        raise UserError(f"{path} has malformed resnetlab metadata ({err})") from err
     report = load_into(model, state)
     if report.missing or report.dropped:
         raise UserError(
             f"{path} does not match {meta['model']}: missing {report.missing[:3]}, extra {report.dropped[:3]}"
         )
     return model.to(resolve_device(device)).eval(), meta
+
+
+META_TYPES = {"num_classes": int, "in_chans": int, "classes": list, "input_size": list, "mean": list, "std": list}
+
+
+def check_meta(meta: dict[str, Any], path: Path) -> None:
+    """The metadata that load() relies on is there and consistent; else one sentence naming what is wrong."""
+    bad = [key for key, kind in META_TYPES.items() if not isinstance(meta.get(key), kind)]
+    if not isinstance(meta.setdefault("args", {}), dict):
+        bad.append("args")
+    if not bad:
+        channels = meta["in_chans"]
+        if len(meta["classes"]) != meta["num_classes"]:
+            bad.append(f"classes ({len(meta['classes'])} names for {meta['num_classes']} classes)")
+        if len(meta["input_size"]) != 3 or meta["input_size"][0] != channels:
+            bad.append(f"input_size ({meta['input_size']} for {channels} channels)")
+        if len(meta["mean"]) != len(meta["std"]) or len(meta["mean"]) not in (1, channels):  # 1: for every channel
+            bad.append(f"mean/std ({len(meta['mean'])}/{len(meta['std'])} values for {channels} channels)")
+    if bad:
+        raise UserError(
+            f"{path} has malformed resnetlab metadata ({', '.join(bad)} missing or wrong); export it again "
+            "from its run with `resnetlab export RUN format=safetensors`"
+        )
 
 
 def normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
@@ -54,16 +79,18 @@ def normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
     return (x - mean) / std
 
 
-def preprocess(images: list[str | Path], meta: dict[str, Any]) -> torch.Tensor:
-    """Image files -> (N, C, H, W) float, prepared exactly as the training images were."""
+def preprocess(images: list[Path], meta: dict[str, Any]) -> tuple[torch.Tensor | None, list[tuple[str, str]]]:
+    """Image files -> ((N, C, H, W) float of the readable ones, prepared exactly as the training images were,
+    or None), and (file, reason) for each file that could not be used."""
     channels, height, _ = meta["input_size"]
-    batch = []
+    batch, skipped = [], []
     for image in images:
-        try:
-            batch.append(decode(Path(image), height, channels))
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot read image {image}: {err}") from err
-    return normalise(np.stack(batch), meta)
+        result = read_image(Path(image), height, channels)
+        if isinstance(result, str):
+            skipped.append((str(image), result))
+        else:
+            batch.append(result)
+    return (normalise(np.stack(batch), meta) if batch else None), skipped
 
 
 def image_files(inputs: list[str | Path]) -> list[Path]:
@@ -84,38 +111,43 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
 @torch.no_grad()
 def embed(
     source: str | Path, inputs: list[str | Path], batch_size: int = 256
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Pooled features (N, num_features) of every readable image, their file names, and the unreadable ones."""
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """Pooled features (N, num_features) of every readable image, their file names, and (file, reason) of the
+    files that could not be used."""
     model, meta = load(source, "cpu")
-    channels, size, _ = meta["input_size"]
     features, names, skipped = [], [], []
     files = image_files(inputs)
     for start in range(0, len(files), batch_size):
-        decoded = []
-        for path in files[start : start + batch_size]:
-            try:
-                decoded.append(decode(path, size, channels))
-                names.append(str(path))
-            except (OSError, ValueError):
-                skipped.append(str(path))
-        if decoded:
-            x = normalise(np.stack(decoded), meta)
+        chunk = files[start : start + batch_size]
+        x, bad = preprocess(chunk, meta)
+        skipped += bad
+        names += [str(p) for p in chunk if str(p) not in dict(bad)]
+        if x is not None:
             features.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
     if not features:
-        raise UserError(f"none of the {len(files)} files could be read as an image")
+        raise UserError(f"none of the {len(files)} files could be read as an image ({skipped[0][1]})")
     return np.concatenate(features), names, skipped
 
 
 @torch.no_grad()
 def predict(source: str | Path, images: list[str | Path], topk: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
-    """Top-k (class name, probability) for each image file."""
+    """Top-k (class name, probability) for each image file: {'file', 'top'}, or {'file', 'skipped': reason}
+    for a file that could not be used (unreadable, a decompression bomb, too large)."""
     model, meta = load(source, device)
-    probs = model(preprocess(images, meta).to(next(model.parameters()).device)).float().softmax(1).cpu()
-    k = min(topk, probs.shape[1])
-    values, indices = probs.topk(k, 1)
+    x, skipped = preprocess([Path(i) for i in images], meta)
+    if x is None:
+        raise UserError(f"none of the {len(images)} images could be read ({skipped[0][0]}: {skipped[0][1]})")
+    probs = model(x.to(next(model.parameters()).device)).float().softmax(1).cpu()
+    values, indices = probs.topk(min(topk, probs.shape[1]), 1)
+    tops = iter(
+        [(meta["classes"][i], float(p)) for p, i in zip(v.tolist(), ix.tolist())] for v, ix in zip(values, indices)
+    )
+    reasons = dict(skipped)
     return [
-        {"file": str(image), "top": [(meta["classes"][i], float(p)) for p, i in zip(v.tolist(), ix.tolist())]}
-        for image, v, ix in zip(images, values, indices)
+        {"file": str(image), "skipped": reasons[str(image)]}
+        if str(image) in reasons
+        else {"file": str(image), "top": next(tops)}
+        for image in images
     ]
 
 

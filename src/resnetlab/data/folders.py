@@ -6,6 +6,11 @@ image is resized so that its shorter side is `image_size`, then centre-cropped t
 truncated and non-image files are skipped, counted, named in one warning line and listed in skipped.txt
 beside the cache; they never stop a run half-way.
 The cache is keyed by folder, size and channels, and rebuilt when any file's size or mtime changes.
+It is safe to build from several processes at once (each writes its own temporary files, and renames them
+into place: the array under a name that holds the fingerprint of its contents, then the index that names
+it). A damaged cache is detected and rebuilt: the index must parse, and the array must have the size the
+index recorded and, up to VERIFY_BYTES, its CRC-32 (larger arrays are checked by size and header only, so
+that opening a many-gigabyte cache stays instant).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,13 +29,16 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import UserError
+from ..files import atomic_write
 from .dataset import Dataset, DatasetInfo, data_dir
 
 log = logging.getLogger("resnetlab")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 VAL_NAMES = ("val", "valid", "validation")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+VERIFY_BYTES = 1 << 29  # CRC-check arrays up to 512 MiB on every open (about 0.3 s at that size)
+_warned: set[str] = set()  # caches whose skipped files were reported in this process
 
 
 def printable(name: str) -> str:
@@ -88,6 +98,19 @@ def decode(path: Path, size: int, channels: int) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
+def read_image(path: Path, size: int, channels: int) -> np.ndarray | str:
+    """decode(path, ...), or the reason it cannot be used: unreadable, truncated, a decompression bomb (more
+    than twice Pillow's MAX_IMAGE_PIXELS), or too large for memory. Never raises for a bad file."""
+    try:
+        return decode(path, size, channels)
+    except Image.DecompressionBombError as err:
+        return f"decompression bomb: {err}"
+    except MemoryError:
+        return "too large to decode in the memory available"
+    except Exception as err:  # Pillow's decoders report damaged bytes as many types (OSError, SyntaxError, ...)
+        return f"{type(err).__name__}: {err}"
+
+
 def folder_parts(root: Path, *, image_size: int = 224, channels: int = 3) -> dict[str, Callable[[], Dataset] | None]:
     """Loaders of the folder's own parts (train, and val / test where it has those folders)."""
     root = root.expanduser().resolve()
@@ -113,12 +136,12 @@ def _cached(class_root: Path, classes: list[str], size: int, channels: int, show
     fingerprint = hashlib.sha1(json.dumps([CACHE_VERSION, classes, files, skipped]).encode()).hexdigest()
     key = hashlib.sha1(f"{class_root}|{size}|{channels}".encode()).hexdigest()[:16]
     cache = data_dir() / "folders" / f"{class_root.name}-{key}"
-    index_path, array_path = cache / "index.json", cache / "images.npy"
-    index = _read_index(index_path)
-    if index is None or index.get("fingerprint") != fingerprint or not array_path.is_file():
+    index, images = _open_cache(cache, fingerprint)
+    if index is None or images is None:
         index = _build(class_root, classes, files, skipped, size, channels, cache, fingerprint)
-    images = np.load(array_path, mmap_mode="r")
-    if len(index["skipped"]):
+        images = np.load(cache / index["array"], mmap_mode="r")
+    if index["skipped"] and fingerprint not in _warned:  # once per process, however often the folder is read
+        _warned.add(fingerprint)
         shown = ", ".join(printable(p) for p, _ in index["skipped"][:5]) + (
             ", ..." if len(index["skipped"]) > 5 else ""
         )
@@ -140,11 +163,51 @@ def _cached(class_root: Path, classes: list[str], size: int, channels: int, show
     return Dataset(images, labels, list(classes), info, split, str(class_root), skipped, files=list(index["files"]))
 
 
-def _read_index(path: Path) -> dict | None:
+def _open_cache(cache: Path, fingerprint: str) -> tuple[dict | None, np.ndarray | None]:
+    """(index, memory-mapped images) of a sound cache of these files, else (None, None): not built yet, built
+    from other files, or damaged (then say so: it is rebuilt)."""
     try:
-        return json.loads(path.read_text())
+        index = json.loads((cache / "index.json").read_text())
+    except FileNotFoundError:
+        return None, None
     except (OSError, ValueError):
-        return None  # no cache yet, or a damaged one: rebuild
+        log.warning("the cache index %s is damaged; rebuilding it", cache / "index.json")
+        return None, None
+    if not isinstance(index, dict) or index.get("fingerprint") != fingerprint or "array" not in index:
+        return None, None  # another version of the folder (or of resnetlab): rebuild quietly
+    path = cache / index["array"]
+    problem = _array_problem(path, index)
+    if problem is None:
+        try:
+            images = np.load(path, mmap_mode="r")
+            if images.shape[0] == len(index["labels"]):
+                return index, images
+            problem = f"{images.shape[0]} images for {len(index['labels'])} labels"
+        except (OSError, ValueError) as err:
+            problem = str(err)
+    log.warning("the image cache %s is damaged (%s); rebuilding it", path, problem)
+    return None, None
+
+
+def _array_problem(path: Path, index: dict) -> str | None:
+    """Why the array file does not match what the index recorded, or None."""
+    try:
+        actual = path.stat().st_size
+    except OSError:
+        return "missing"
+    if actual != index["bytes"]:
+        return f"{actual:,} bytes, the index recorded {index['bytes']:,}"
+    if actual <= VERIFY_BYTES and _crc32(path) != index["crc32"]:
+        return "its CRC-32 differs from the one recorded"
+    return None
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _build(
@@ -160,27 +223,26 @@ def _build(
     if not files:
         raise UserError(f"{class_root} has no image files in its class folders ({', '.join(classes[:5])}...)")
     cache.mkdir(parents=True, exist_ok=True)
-
-    def work(entry: tuple[str, int, int, int]) -> np.ndarray | str:
-        try:
-            return decode(class_root / entry[0], size, channels)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            return f"{type(err).__name__}: {err}"
-
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # Pillow decodes without the GIL
-        results = list(pool.map(work, files))
+        results = list(pool.map(lambda entry: read_image(class_root / entry[0], size, channels), files))
     good = [(entry, r) for entry, r in zip(files, results) if not isinstance(r, str)]
     skipped = skipped + [(entry[0], r) for entry, r in zip(files, results) if isinstance(r, str)]
-    tmp = cache / "images.npy.tmp"
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(good), size, size, channels))
-    for i, (_, img) in enumerate(good):
-        array[i] = img
-    array.flush()
-    sample = np.asarray(array[:: max(1, len(good) // 5000)], np.float32) / 255.0  # mean/std from <= ~5k images
-    mean = sample.mean((0, 1, 2)).tolist() if len(good) else [0.5] * channels
-    std = sample.std((0, 1, 2)).tolist() if len(good) else [0.25] * channels
-    del array
-    os.replace(tmp, cache / "images.npy")
+    if not good:
+        raise UserError(f"none of the {len(files)} image files in {class_root} could be read ({skipped[-1][1]})")
+    array_name = f"images-{fingerprint[:16]}.npy"  # a name per content: a concurrent builder writes the same bytes
+    fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=f".{array_name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(good), size, size, channels))
+        for i, (_, img) in enumerate(good):
+            array[i] = img
+        array.flush()
+        sample = np.asarray(array[:: max(1, len(good) // 5000)], np.float32) / 255.0  # mean/std from <= ~5k images
+        del array
+        os.replace(tmp, cache / array_name)
+    finally:
+        tmp.unlink(missing_ok=True)
     index = {
         "fingerprint": fingerprint,
         "root": str(class_root),
@@ -188,13 +250,17 @@ def _build(
         "files": [entry[0] for entry, _ in good],
         "labels": [entry[1] for entry, _ in good],
         "skipped": skipped,
-        "mean": mean,
-        "std": std,
+        "mean": sample.mean((0, 1, 2)).tolist(),
+        "std": sample.std((0, 1, 2)).tolist(),
+        "array": array_name,
+        "bytes": (cache / array_name).stat().st_size,
+        "crc32": _crc32(cache / array_name),
     }
     # File names are whatever bytes the file system allows: written back as those bytes (surrogateescape).
-    listing = "".join(f"{p}\t{reason}\n" for p, reason in skipped)
-    (cache / "skipped.txt").write_text(listing, encoding="utf-8", errors="surrogateescape")
-    tmp_index = cache / "index.json.tmp"
-    tmp_index.write_text(json.dumps(index))
-    os.replace(tmp_index, cache / "index.json")
+    listing = "".join(f"{p}\t{reason}\n" for p, reason in skipped).encode("utf-8", "surrogateescape")
+    atomic_write(cache / "skipped.txt", lambda tmp: tmp.write_bytes(listing))
+    atomic_write(cache / "index.json", lambda tmp: tmp.write_text(json.dumps(index)))
+    for old in cache.glob("images*.npy"):  # arrays of earlier versions of the folder
+        if old.name != array_name:
+            old.unlink(missing_ok=True)  # a process still reading one keeps its memory map (POSIX)
     return index

@@ -404,14 +404,36 @@ def _read_cifar(spec: CifarSpec, split: str, read: Callable[[str], bytes], where
     images, labels = [], []
     for name in spec.train_files if split == "train" else spec.test_files:
         batch = _unpickle(read(name), f"{where}:{name}")
-        # Rows of 3072 bytes: 1024 red, 1024 green, 1024 blue, each 32x32 row-major -> (N, 32, 32, 3).
-        images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(batch[spec.label_key], np.int64))
-    meta = _unpickle(read(spec.meta_file), f"{where}:{spec.meta_file}")
-    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[spec.names_key]]
+        pixels, batch_labels = (
+            _field(batch, b"data", f"{where}:{name}"),
+            _field(batch, spec.label_key, f"{where}:{name}"),
+        )
+        try:
+            # Rows of 3072 bytes: 1024 red, 1024 green, 1024 blue, each 32x32 row-major -> (N, 32, 32, 3).
+            rows = np.asarray(pixels, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            batch_labels = np.asarray(batch_labels, np.int64).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise UserError(f"{where}:{name} is not a CIFAR batch ({err}); fetch the dataset again") from err
+        if len(rows) != len(batch_labels) or (len(batch_labels) and batch_labels.min() < 0):
+            raise UserError(f"{where}:{name} is not a CIFAR batch ({len(rows)} images, {len(batch_labels)} labels)")
+        images.append(rows)
+        labels.append(batch_labels)
+    names = _field(_unpickle(read(spec.meta_file), f"{where}:{spec.meta_file}"), spec.names_key, where)
+    if not isinstance(names, list) or not names:
+        raise UserError(f"{where}:{spec.meta_file} lists no class names; fetch the dataset again")
+    classes = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
+    label_array = np.concatenate(labels)
+    if len(label_array) and label_array.max() >= len(classes):
+        raise UserError(f"{where} has label {label_array.max()} for {len(classes)} classes; fetch the dataset again")
     info = INFOS[spec.name]
     info = DatasetInfo(info.name, info.mean, info.std, info.input_size, tuple(classes), info.hflip)
-    return Dataset(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), classes, info, split, where)
+    return Dataset(np.ascontiguousarray(np.concatenate(images)), label_array, classes, info, split, where)
+
+
+def _field(batch: object, key: bytes, where: str) -> object:
+    if not isinstance(batch, dict) or key not in batch:
+        raise UserError(f"{where} is not a CIFAR batch (no {key.decode()!r} entry); fetch the dataset again")
+    return batch[key]
 
 
 # ---------------------------------------------------------------------------------------------------

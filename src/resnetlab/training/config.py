@@ -376,6 +376,10 @@ def validate(cfg: TrainConfig) -> None:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 0:
             raise ConfigError(f"{key}={getattr(getattr(cfg, section), name)} must be >= 0")
+    if cfg.data.std and min(cfg.data.std) <= 0:
+        raise ConfigError(f"data.std={cfg.data.std} must be positive numbers, such as 0.25 per channel")
+    if len(cfg.data.mean) != len(cfg.data.std):
+        raise ConfigError(f"data.mean={cfg.data.mean} and data.std={cfg.data.std} need one value per channel each")
     if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones):
         raise ConfigError(f"schedule.milestones={cfg.schedule.milestones} must be increasing")
     if cfg.data.channels not in (0, 1, 3):

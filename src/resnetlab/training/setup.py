@@ -87,6 +87,9 @@ def with_init_defaults(cfg: TrainConfig, meta: dict[str, Any]) -> TrainConfig:
     return replace(cfg, model=model, data=data)
 
 
+MIN_STD = 0.02  # about five grey levels out of 255
+
+
 def normalisation(data: Dataset, foreign_init: bool) -> tuple[list[float], list[float]]:
     """The mean and std a run normalises with when the config sets none.
 
@@ -99,7 +102,9 @@ def normalisation(data: Dataset, foreign_init: bool) -> tuple[list[float], list[
         if channels == 1:
             return [sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3]
         return list(IMAGENET_MEAN)[:channels], list(IMAGENET_STD)[:channels]
-    return list(data.info.mean), list(data.info.std)
+    # A channel that (almost) never varies would be divided by ~0: one grey level of difference, or a constant
+    # channel's 0/0, would become a huge or NaN input. Such a channel is scaled as if its std were MIN_STD.
+    return list(data.info.mean), [max(float(s), MIN_STD) for s in data.info.std]
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:

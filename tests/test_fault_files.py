@@ -1,0 +1,266 @@
+"""Files that are not what they claim, full disks and concurrent caches: each ends in one sentence naming the
+file, a skipped image with its reason, or a rebuilt cache; never a traceback, and nothing earlier is lost."""
+
+import errno
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resnetlab
+from resnetlab.cli import main
+from resnetlab.data import load_dataset
+from resnetlab.errors import UserError, WriteFailed
+from resnetlab.files import read_weights, save_weights
+from resnetlab.training import checkpoint as ckpt
+from resnetlab.training import load_config
+from resnetlab.training.loop import fit
+
+META = {
+    "model": "resnet8",
+    "args": {},
+    "num_classes": 2,
+    "in_chans": 3,
+    "classes": ["a", "b"],
+    "input_size": [3, 16, 16],
+    "mean": [0.5] * 3,
+    "std": [0.25] * 3,
+}
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def weights(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, resnetlab.create_model("resnet8", num_classes=2).state_dict(), META)
+    return path
+
+
+def noisy_folder(root: Path, per_class: int = 4, size: int = 24) -> Path:
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------
+# Damaged checkpoints and weights
+
+
+def damaged_files(tmp_path: Path, weights: Path) -> dict[str, Path]:
+    """name -> a file that is not the checkpoint or weights it looks like."""
+    rng = np.random.default_rng(1)
+    good_ckpt = tmp_path / "good.pt"
+    ckpt.save_checkpoint(good_ckpt, {"epoch": 1, "model": {"w": torch.ones(4)}})
+    files = {
+        "random.pt": rng.bytes(5000),
+        "zip-looking.pt": b"PK\x03\x04" + rng.bytes(3000),
+        "truncated.pt": good_ckpt.read_bytes()[:300],
+        "empty.pt": b"",
+        "random.safetensors": rng.bytes(5000),
+        "truncated.safetensors": weights.read_bytes()[:200],
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = tmp_path / "bad" / name
+        paths[name].parent.mkdir(exist_ok=True)
+        paths[name].write_bytes(data)
+    return paths
+
+
+def test_damaged_checkpoints_and_weights_are_one_sentence_naming_the_file(tmp_path, weights, capsys):
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.png")
+    for name, path in damaged_files(tmp_path, weights).items():
+        loaders = [ckpt.load_checkpoint, resnetlab.load] if name.endswith(".pt") else [read_weights, resnetlab.load]
+        for load in loaders:
+            with pytest.raises(UserError) as caught:
+                load(path)
+            message = str(caught.value)
+            assert str(path) in message and "could run code" not in message, (name, message)
+            assert "\n" not in message
+        for argv in (["predict", str(path), str(tmp_path / "x.png")], ["eval", str(path)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert str(path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"\x80\x02garbage")
+    assert main(["train", f"resume={run}"]) == 2
+    assert f"{run / 'last.pt'} is truncated or is not a PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_only_a_file_that_really_pickles_code_is_called_unsafe(tmp_path):
+    path = tmp_path / "code.pt"
+    torch.save({"model": {"w": torch.ones(1)}, "why": Path("/")}, path)  # a Path object: arbitrary pickling
+    with pytest.raises(UserError, match="needs arbitrary pickled objects to load, which could run code"):
+        ckpt.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "metadata,problem",
+    [
+        ({"resnetlab": "{not json"}, "malformed resnetlab metadata (not JSON"),
+        ({"resnetlab": "[1, 2]"}, "malformed resnetlab metadata (a JSON list, not an object)"),
+        ({"resnetlab": json.dumps({"model": "resnet8"})}, "malformed resnetlab metadata (num_classes, in_chans"),
+        ({"resnetlab": json.dumps({**META, "classes": ["a"]})}, "classes (1 names for 2 classes)"),
+        (
+            {"resnetlab": json.dumps({**META, "args": {"wings": 2}})},
+            "malformed resnetlab metadata (unknown ResNet argument(s) wings",
+        ),
+        ({"resnetlab": json.dumps({**META, "model": "resnet9000"})}, "malformed resnetlab metadata (unknown model"),
+        ({}, "carries no resnetlab metadata"),
+    ],
+)
+def test_safetensors_with_missing_or_malformed_metadata_say_what_is_wrong(tmp_path, metadata, problem):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file(resnetlab.create_model("resnet8", num_classes=2).state_dict(), str(path), metadata=metadata)
+    with pytest.raises(UserError, match=re.escape(problem)) as caught:
+        resnetlab.load(path)
+    assert str(path) in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Images that are bombs, too large, or broken
+
+
+def test_decompression_bombs_and_oversized_images_are_skipped_with_a_reason(tmp_path, weights, monkeypatch, capsys):
+    from resnetlab.data import folders
+
+    root = noisy_folder(tmp_path / "pics", size=16)
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(root / "a" / "bomb.png")  # 4,096 pixels: over twice the limit below
+    Image.new("RGB", (16, 16)).save(root / "b" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # what Pillow calls a bomb, scaled down for a test
+    real_decode = folders.decode
+
+    def out_of_memory_for_huge(path, size, channels):
+        if path.name == "huge.png":
+            raise MemoryError
+        return real_decode(path, size, channels)
+
+    monkeypatch.setattr(folders, "decode", out_of_memory_for_huge)
+    data = load_dataset(str(root), "train", image_size=16, val_fraction=0.0)
+    assert sorted(data.skipped) == ["a/bomb.png", "b/huge.png"] and len(data) == 8
+    listing = next((tmp_path / "cache" / "folders").glob("pics-*/skipped.txt")).read_text()
+    assert "decompression bomb" in listing and "too large to decode" in listing
+
+    results = resnetlab.predict(weights, [root / "a" / "0.png", root / "a" / "bomb.png", root / "b" / "huge.png"])
+    assert "top" in results[0] and results[1]["skipped"].startswith("decompression bomb")
+    assert results[2]["skipped"] == "too large to decode in the memory available"
+    assert main(["predict", str(weights), str(root / "a" / "bomb.png"), str(root / "a" / "1.png")]) == 0
+    assert "skipped: decompression bomb" in capsys.readouterr().out
+    features, names, skipped = resnetlab.embed(weights, [root])
+    assert len(names) == 8 and sorted(Path(f).name for f, _ in skipped) == ["bomb.png", "huge.png"]
+    assert main(["predict", str(weights), str(root / "a" / "bomb.png")]) == 2  # nothing readable: a user error
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+
+
+def test_the_skipped_files_warning_is_printed_once_per_folder(tmp_path, caplog):
+    root = noisy_folder(tmp_path / "once")
+    (root / "a" / "broken.png").write_bytes(b"not a png")
+    for _ in range(3):  # train, then an evaluation, then another run: one warning
+        load_dataset(str(root), "train", image_size=16, val_fraction=0.0)
+    assert sum("skipped 1 of 9 files" in r.getMessage() for r in caplog.records) == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Image-folder caches: built by two processes at once, damaged, truncated
+
+
+def digest(root: Path) -> str:
+    data = load_dataset(str(root), "train", image_size=16, val_fraction=0.0)
+    return hashlib.sha1(np.ascontiguousarray(data.images).tobytes() + data.labels.tobytes()).hexdigest()
+
+
+def test_two_processes_building_the_same_cache_at_once_both_succeed(tmp_path):
+    root = noisy_folder(tmp_path / "shared", per_class=150, size=40)
+    code = (
+        "import hashlib, sys, numpy as np; from resnetlab.data import load_dataset; "
+        f"d = load_dataset({str(root)!r}, 'train', image_size=16, val_fraction=0.0); "
+        "print(hashlib.sha1(np.ascontiguousarray(d.images).tobytes() + d.labels.tobytes()).hexdigest())"
+    )
+    env = {**os.environ, "RESNETLAB_DATA": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in "ab"]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outputs[0] == outputs[1] == digest(root)
+    (cache,) = (tmp_path / "cache" / "folders").iterdir()
+    assert not list(cache.glob(".*tmp")) and len(list(cache.glob("images-*.npy"))) == 1  # no debris
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a byte", "garbage index", "empty array"])
+def test_a_damaged_cache_is_detected_and_rebuilt(tmp_path, damage, caplog):
+    root = noisy_folder(tmp_path / "pics")
+    expected = digest(root)
+    (cache,) = (tmp_path / "cache" / "folders").iterdir()
+    (array,) = cache.glob("images-*.npy")
+    raw = bytearray(array.read_bytes())
+    if damage == "truncate":
+        array.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip a byte":
+        raw[len(raw) - 100] ^= 0xFF  # pixel data: the size is right, the CRC-32 is not
+        array.write_bytes(raw)
+    elif damage == "garbage index":
+        (cache / "index.json").write_text('{"fingerprint": ')
+    else:
+        array.write_bytes(b"")
+    caplog.clear()
+    assert digest(root) == expected
+    assert any("damaged" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A disk that fills while a checkpoint is being written
+
+TRAIN = ["model=resnet8", "data=synthetic", "epochs=2", "batch_size=64", "quiet=true", "output.tensorboard=false"]
+
+
+def test_a_full_disk_while_checkpointing_exits_1_and_the_previous_checkpoint_resumes(tmp_path, monkeypatch, capsys):
+    writes = []
+    real_write = ckpt.write_bytes
+
+    def disk_fills_on_the_second_checkpoint(path, data):
+        writes.append(path)
+        if len(writes) == 2:
+            Path(path).write_bytes(bytes(data[: len(data) // 3]))  # part of it reached the disk, then no space
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, data)
+
+    monkeypatch.setattr(ckpt, "write_bytes", disk_fills_on_the_second_checkpoint)
+    run = tmp_path / "full"
+    assert main(["train", *TRAIN, f"out={tmp_path}", "name=full"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"resnetlab: error: no space left on device while writing {run / 'last.pt'}; nothing was replaced "
+        f"(free some space, then resume with: resnetlab train resume={run})"
+    )
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1  # the first epoch's checkpoint
+    monkeypatch.setattr(ckpt, "write_bytes", real_write)  # space freed
+    resumed = fit(load_config(None, [f"resume={run}", "quiet=true"]))
+    assert resumed.summary["epochs"] == 2
+
+
+def test_write_failed_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, {"w": torch.ones(2)}, {})
+    before = path.read_bytes()
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EDQUOT, "Disk quota exceeded")))
+    with pytest.raises(WriteFailed, match=r"^disk quota exceeded while writing .*w\.safetensors; nothing was replaced"):
+        save_weights(path, {"w": torch.zeros(2)}, {})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
