@@ -309,19 +309,27 @@ def test_mixup_targets_are_probabilities():
     assert y.shape == (64, 10) and (y.max(1).values < 1).any()
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_shards_are_disjoint_and_complete(train):
+def test_the_ranks_batches_together_are_exactly_the_one_process_batch():
     data = synthetic("train", n=301)
-    seen = []
-    for rank in range(3):
-        ld = loader(data, batch_size=16, train=train, rank=rank, world_size=3, drop_last=False)
-        seen.append(ld.plan(5).order)
-    everything = torch.cat(seen)
-    assert len(set(everything.tolist())) == len(everything)  # disjoint
-    if train:
-        assert {len(s) for s in seen} == {100}  # equal shards so every rank runs the same steps
-    else:
-        assert sorted(everything.tolist()) == list(range(301))  # complete
+    augment = AugmentConfig(crop_padding=4, hflip=True, cutout=8)
+    whole = list(loader(data, batch_size=15, train=True, augment=augment, seed=3).epoch(2))
+    parts = [list(loader(data, batch_size=15, train=True, augment=augment, seed=3, rank=r, world_size=3).epoch(2))
+             for r in range(3)]  # fmt: skip
+    assert [len(p) for p in parts] == [len(whole)] * 3 == [20] * 3  # the same number of steps on every rank
+    for b, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([p[b][0] for p in parts]), x) and torch.equal(
+            torch.cat([p[b][1] for p in parts]), y
+        )
+    with pytest.raises(UserError, match="batch_size=16 does not divide among 3 processes.*such as 15"):
+        loader(data, batch_size=16, train=True, rank=0, world_size=3)
+
+
+def test_evaluation_shards_score_every_image_once():
+    data = synthetic("test", n=301)
+    seen = [torch.cat([y for _, y in loader(data, batch_size=16, train=False, rank=r, world_size=3).epoch(0)])
+            for r in range(3)]  # fmt: skip
+    orders = [loader(data, batch_size=16, train=False, rank=r, world_size=3).plan(0).order for r in range(3)]
+    assert sorted(torch.cat(orders).tolist()) == list(range(301)) and sum(len(s) for s in seen) == 301
 
 
 def test_channels_last_output():

@@ -110,6 +110,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import load_config
+    from .training.distributed import launch, under_torchrun
     from .training.loop import fit
 
     recipe, overrides = None, list(args.settings)
@@ -118,7 +119,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.command == "finetune" and not any(o.startswith(("init=", "output.init=", "resume=")) for o in overrides):
         raise UserError("finetune needs init=WEIGHTS (a run, a .safetensors, or a torchvision/timm .pth file)")
     cfg = load_config(recipe, overrides)
-    if not cfg.run.quiet:
+    if cfg.run.nproc > 1 and not under_torchrun():
+        return launch(cfg.run.nproc, list(args.settings), args.command)
+    if not cfg.run.quiet and os.environ.get("RANK", "0") == "0":
         print(cfg.to_yaml().rstrip())
     try:
         fit(cfg)
@@ -413,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as err:
-        print(f"resnetlab: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process meets the error: one says it
+            print(f"resnetlab: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `resnetlab models | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit flush quiet)
@@ -427,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resnetlab: error: {(err.strerror or str(err)).lower()} while writing {err.filename}", file=sys.stderr)
         return 1
     except RunStopped as stopped:  # SIGTERM / first Ctrl-C: the run checkpointed at a step boundary
-        print(f"resnetlab: {stopped}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"resnetlab: {stopped}", file=sys.stderr)
         return stopped.exit_code
     except KeyboardInterrupt:
         print("resnetlab: interrupted", file=sys.stderr)

@@ -7,6 +7,12 @@ conversion to float with the normalisation fused in, then optional cutout, mixup
 Every random choice of an epoch (order, crop offsets, flips, cutout squares, mixup weights) is drawn
 up front from a generator seeded by (seed, epoch), so an epoch is a pure function of those two numbers
 and a resumed run can start at any batch and see exactly what it would have seen.
+
+Under several processes (rank r of N) `batch_size` is the global batch: every rank draws the same epoch
+plan, and rank r takes the r-th of N equal parts of each global batch, with the crops, flips and cutouts
+drawn for those positions; the union of the ranks' batches is exactly the one-process batch. (Mixup and
+CutMix pair images within each rank's part.) Evaluation gives rank r every N-th image, so that the
+ranks together score each image once.
 """
 
 from __future__ import annotations
@@ -102,14 +108,19 @@ class BatchLoader:
         self.scale = (1.0 / (255.0 * std)).expand(channels).reshape(1, -1, 1, 1).to(self.device)
         self.bias = (-mean / std).expand(channels).reshape(1, -1, 1, 1).to(self.device)
         n = len(self.labels)
-        # Training shards all have floor(N / world) samples so that every rank runs the same number of steps.
-        self.shard_size = n // world_size if train else len(range(rank, n, world_size))
-        if self.shard_size == 0:
-            raise UserError(f"the dataset has {n} images, too few for {world_size} ranks")
+        if train and batch_size % world_size:
+            raise UserError(
+                f"batch_size={batch_size} does not divide among {world_size} processes; batch_size is the global "
+                f"batch, so use a multiple of {world_size} such as {batch_size - batch_size % world_size or world_size}"
+            )
+        # Training plans the whole data set and shares out each global batch; evaluation shares out the images.
+        self.positions = torch.arange(n) if train else torch.arange(rank, n, world_size)
+        if len(self.positions) == 0:
+            raise UserError(f"the dataset has {n} images, too few for {world_size} processes")
         self.epoch_index = 0
 
     def __len__(self) -> int:
-        full, rest = divmod(self.shard_size, self.batch_size)
+        full, rest = divmod(len(self.positions), self.batch_size)
         return full if (self.drop_last and full > 0) else full + (rest > 0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -119,11 +130,10 @@ class BatchLoader:
         return self.epoch(self.epoch_index)
 
     def plan(self, epoch: int) -> EpochPlan:
-        """The random draws of `epoch` on this rank (a pure function of seed and epoch)."""
+        """The random draws of `epoch` (a pure function of seed and epoch, the same on every rank)."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.labels)
-        order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
-        order = order[self.rank :: self.world_size][: self.shard_size]
+        order = torch.randperm(n, generator=gen) if self.train else self.positions
         a, (h, w) = self.augment, self.images.shape[-2:]
         offsets = torch.randint(0, 2 * a.crop_padding + 1, (n, 2), generator=gen)[: len(order)]
         flips = (
@@ -146,8 +156,14 @@ class BatchLoader:
         """The batches of `epoch`, from `start_batch` on (to resume mid-epoch)."""
         plan = self.plan(epoch)
         for b in range(start_batch, len(self)):
-            rows = slice(b * self.batch_size, min((b + 1) * self.batch_size, len(plan.order)))
-            yield self.make_batch(plan, rows, b)
+            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, len(plan.order))
+            if self.train:  # this rank's part of the global batch
+                span = stop - start
+                start, stop = (
+                    start + span * self.rank // self.world_size,
+                    start + span * (self.rank + 1) // self.world_size,
+                )
+            yield self.make_batch(plan, slice(start, stop), b)
 
     def make_batch(self, plan: EpochPlan, rows: slice, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = plan.order[rows].to(self.device)

@@ -94,6 +94,9 @@ class RunConfig:
     quiet: bool = False  # one line per epoch instead of a progress bar
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     checkpoint_minutes: float = 10.0  # and whenever this many minutes passed since the last one (0: never)
+    nproc: int = 0  # > 1: start this many processes on this machine through torchrun's launcher (DDP)
+    backend: str = "auto"  # under torchrun: "auto" (nccl on CUDA, gloo on CPU), "gloo", "nccl"
+    sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
 
 
 @dataclass
@@ -137,6 +140,9 @@ SHORT_KEYS = {
     "device": "run.device",
     "precision": "run.precision",
     "compile": "run.compile",
+    "nproc": "run.nproc",
+    "sync_bn": "run.sync_bn",
+    "backend": "run.backend",
     "seed": "run.seed",
     "quiet": "run.quiet",
     "name": "output.name",
@@ -161,6 +167,7 @@ CHOICES = {
     "run.channels_last": ("auto", "true", "false"),
     "data.hflip": ("auto", "true", "false"),
     "data.pad_mode": ("zeros", "reflect"),
+    "run.backend": ("auto", "gloo", "nccl"),
 }
 
 
@@ -248,7 +255,15 @@ def given_keys(cfg: TrainConfig) -> list[str]:
 
 # What a setting changes, for resume=: what is learned (refused when it differs from the run's), only the
 # arithmetic (applied; the resumed run is no longer bit-identical), or nothing computed (applied silently).
-ARITHMETIC_KEYS = ("run.device", "run.precision", "run.channels_last", "run.compile", "run.threads")
+ARITHMETIC_KEYS = (
+    "run.device",
+    "run.precision",
+    "run.channels_last",
+    "run.compile",
+    "run.threads",
+    "run.nproc",
+    "run.backend",
+)
 DISPLAY_KEYS = (
     "run.quiet",
     "run.checkpoint_every",
@@ -369,6 +384,7 @@ def validate(cfg: TrainConfig) -> None:
         "run.threads",
         "run.checkpoint_every",
         "run.checkpoint_minutes",
+        "run.nproc",
         "schedule.iterations",
         "finetune.backbone_lr",
         "finetune.unfreeze_every",

@@ -13,11 +13,13 @@ as one never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from ..models.summary import count_macs, count_params
 from .checkpoint import save_checkpoint
 from .config import TrainConfig, validate
 from .device import Precision, autocast, choose_precision, resolve_device, resolve_precision
+from .distributed import World, continue_after_restart, join, mark_run
 from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
 from .norm_stats import BATCHES, reestimate, young_norms
 from .optim import build_optimizer, lr_multiplier, set_lr, total_steps
@@ -75,16 +78,23 @@ class RunResult:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: BatchLoader, device: torch.device, dtype: torch.dtype | None, num_classes: int
+    model: nn.Module,
+    loader: BatchLoader,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    num_classes: int,
+    total: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Loss, top-1, top-5 and the confusion matrix (rows: true class) over every batch of `loader`."""
+    """Loss, top-1, top-5 and the confusion matrix (rows: true class) over every batch of `loader`.
+
+    Under several processes each scores its share of the images and `total` (World.sum) adds up the counts."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     top1 = torch.zeros((), dtype=torch.int64, device=device)
     top5 = torch.zeros((), dtype=torch.int64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-    seen = 0
+    seen = torch.zeros((), dtype=torch.int64, device=device)
     k = min(5, num_classes)
     for x, y in loader.epoch(0):
         with autocast(device, dtype):
@@ -97,6 +107,10 @@ def evaluate(
         confusion += torch.bincount(y * num_classes + ranked[:, 0], minlength=num_classes * num_classes)
         seen += len(y)
     model.train(was_training)
+    if total is not None:
+        for counts in (loss_sum, top1, top5, confusion, seen):
+            total(counts)
+    seen = int(seen.item())
     matrix = confusion.view(num_classes, num_classes).cpu().numpy()
     return {
         "loss": loss_sum.item() / max(seen, 1),
@@ -125,27 +139,35 @@ def new_run_dir(cfg: TrainConfig) -> Path:
             path = base.with_name(f"{base.name}-{n}")
 
 
-def fit(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunResult:
+def fit(cfg: TrainConfig) -> RunResult:
     """Train as `cfg` says; returns the run directory, the summary and the per-epoch metrics.
 
-    SIGTERM / SIGINT stop it at the next step with a checkpoint written (RunStopped, see signals.py)."""
-    with StopSignals() as stop:
-        return _fit(cfg, rank, world_size, stop)
+    Under torchrun, every process calls this: they join one process group (distributed.py), share each
+    global batch and agree at every step. SIGTERM / SIGINT stop the run at the next step with a checkpoint
+    written (RunStopped, see signals.py)."""
+    with StopSignals() as stop, contextlib.ExitStack() as leaving:
+        return _fit(cfg, stop, leaving)
 
 
-def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> RunResult:
+def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> RunResult:
     validate(cfg)
     state: dict[str, Any] | None = None
     run_dir: Path | None = None
     changed: dict[str, list[Any]] = {}
+    cfg, restarted_in = continue_after_restart(cfg)  # torchrun --max-restarts: the group restarted, find its run
     if cfg.output.resume:
         cfg, state, run_dir, changed = resumed_config(cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
+    world, device = join(cfg.run.backend, resolve_device(cfg.run.device))
+    leaving.callback(world.leave)
+    if cfg.run.sync_bn and device.type != "cuda":
+        raise UserError("run.sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
     precision = choose_precision(cfg.run.precision, cfg.run.channels_last, device)
     torch.manual_seed(cfg.run.seed)
-    is_main = rank == 0
+    rank, world_size, is_main = world.rank, world.size, world.is_main
+    if not is_main:
+        log.setLevel(logging.ERROR)  # one voice: rank 0 reports, the others only fail
     init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and state is None else ({}, {})
     cfg = with_absolute_data_path(with_init_defaults(cfg, init_meta))
 
@@ -160,18 +182,17 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
     num_classes, in_chans = len(train_data.classes), int(train_data.images.shape[-1])
     train_loader = make_loader(cfg, train_data, True, device, precision.channels_last, mean, std, rank, world_size)
-    if cfg.optim.batch_size > len(train_data) // world_size:
-        shared = f" shared by {world_size} processes" if world_size > 1 else ""
+    if cfg.optim.batch_size > len(train_data):
         raise UserError(
-            f"batch_size={cfg.optim.batch_size} is larger than the {len(train_data):,} training images{shared}; "
-            f"use at most {len(train_data) // world_size}"
+            f"batch_size={cfg.optim.batch_size} is larger than the {len(train_data):,} training images; "
+            f"use at most {len(train_data)}"
         )
     # Per-epoch figures: on validation, which selects the best epoch; with nothing held out, on test, for
     # display only (nothing is selected on it: the last epoch is the result).
     watch_split = "val" if splits.val is not None else ("test" if splits.test is not None else None)
     watch_data = splits.part(watch_split) if watch_split else None
-    watch_loader = (
-        make_loader(cfg, watch_data, False, device, precision.channels_last, mean, std)
+    watch_loader = (  # each process scores every N-th image; the counts are summed (world.sum)
+        make_loader(cfg, watch_data, False, device, precision.channels_last, mean, std, rank, world_size)
         if watch_data is not None
         else None
     )
@@ -186,6 +207,8 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
         load_into(model, init_state, init_meta, new_head=other_classes).line(cfg.output.init) if init_state else ""
     )
     frozen = frozen_parts(model, cfg.finetune.freeze)
+    if cfg.run.sync_bn and world_size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -211,6 +234,8 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
     history: list[dict[str, Any]] = []
     # What "auto" became here: a resume on other hardware may resolve it differently (not bit-identical).
     resolved = {"device": device.type, "precision": precision.name, "channels_last": precision.channels_last}
+    if world_size > 1:
+        resolved["processes"] = world_size
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -221,9 +246,9 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
         start_epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         rows, best, partial, wall_before = state["rows"], state["best"], state["partial"], state["wall_s"]
         history = list(state.get("history", []))
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        restore_rng(state["rng"], world, device)
+        if rank != 0:  # the running sums of the interrupted epoch are global: rank 0 carries them on
+            partial = {"loss": 0.0, "correct": 0.0, "seen": 0, "time": partial["time"]}
         if start_epoch >= epochs and (run_dir / "summary.json").is_file():
             raise UserError(
                 f"{run_dir} already finished its {epochs} epochs; to train on, start a new run with init={run_dir}"
@@ -233,8 +258,11 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
         if changed:
             history.append({"resumed_at_step": step, "changed": changed})
     else:
-        run_dir = new_run_dir(cfg) if is_main else None
-    assert run_dir is not None or not is_main
+        run_dir = (restarted_in or new_run_dir(cfg)) if is_main else None
+        if is_main:
+            mark_run(run_dir)
+    run_dir = world.broadcast(run_dir)
+    assert run_dir is not None
 
     train_model: nn.Module = model
     if world_size > 1:
@@ -274,6 +302,8 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
     def checkpoint(epoch: int, batch_in_epoch: int) -> None:
         """Everything needed to continue exactly: written atomically, plain types only, finite weights only."""
         saved_at[0] = time.perf_counter()
+        rng_states = world.gather(torch.get_rng_state())  # every rank's, for exact resume (raises if a peer died)
+        sums = global_sums(partial, world)
         if not is_main:
             return
         refuse_non_finite(model, f"epoch {epoch + (batch_in_epoch > 0)}, step {step}", run_dir)
@@ -291,12 +321,13 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
                 "step": step,
                 "rows": rows,
                 "best": best,
-                "partial": partial,
+                "partial": sums,
                 "history": history,
                 "wall_s": time.perf_counter() - wall_start,
                 "rng": {
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                    "ranks": rng_states if world_size > 1 else None,
                 },
                 "weights_meta": meta,
             },
@@ -325,12 +356,8 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
                 logits = train_model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
             loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"the loss became {loss_value} at epoch {epoch + 1}, step {step + 1} (lr "
-                    f"{optimizer.param_groups[0]['lr']:.4g}); {run_dir / 'last.pt' if run_dir else 'the checkpoint'} "
-                    "is left as it was; lower lr, add warm-up or set optim.grad_clip"
-                )
+            if not math.isfinite(loss_value) and world_size == 1:  # several processes agree on it after the step
+                raise diverged(loss_value, epoch, step, optimizer, run_dir)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # fp16: the loss scaled up so that small gradients survive
             if cfg.optim.grad_clip:
@@ -354,11 +381,16 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
                     img_s=f"{rate:.0f}",
                 )
             due = bool(cfg.run.checkpoint_every) and step % cfg.run.checkpoint_every == 0
-            due |= (
+            late = (
                 bool(cfg.run.checkpoint_minutes)
                 and time.perf_counter() - saved_at[0] >= 60 * cfg.run.checkpoint_minutes
             )
-            if (due and b + 1 < steps_per_epoch) or stop.requested:
+            # One decision for every process: any rank's signal, clock or non-finite loss counts for all.
+            signum, late, bad_loss = world.agree(stop.requested or 0, late, 0.0 if math.isfinite(loss_value) else 1.0)
+            if bad_loss:
+                raise diverged(loss_value, epoch, step - 1, optimizer, run_dir)
+            stop.requested = int(signum) or None
+            if ((due or late) and b + 1 < steps_per_epoch) or stop.requested:
                 partial["time"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 checkpoint(epoch, b + 1)
@@ -369,12 +401,13 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
         partial["time"] += time.perf_counter() - tick
         start_batch = 0
 
+        sums = global_sums(partial, world)
         row = {
             "epoch": epoch + 1,
             "step": step,
             "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": partial["loss"] / max(partial["seen"], 1),
-            "train_acc": partial["correct"] / max(partial["seen"], 1),
+            "train_loss": sums["loss"] / max(sums["seen"], 1),
+            "train_acc": sums["correct"] / max(sums["seen"], 1),
         }
         refuse_non_finite(eval_model, f"the end of epoch {epoch + 1}", run_dir)
         young = young_norms(model, any_age=ema is not None)  # averages still near their start (norm_stats.py)
@@ -382,7 +415,7 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
             with autocast(device, precision.dtype):
                 reestimate(eval_model, young, (x for x, _ in settle_loader.epoch(0)))
         if watch_loader is not None:
-            watched = evaluate(eval_model, watch_loader, device, precision.dtype, num_classes)
+            watched = evaluate(eval_model, watch_loader, device, precision.dtype, num_classes, world.sum)
             row.update({f"{watch_split}_{k}": watched[k] for k in ("loss", "top1", "top5")})
             if not math.isfinite(watched["loss"]):
                 raise TrainingDiverged(
@@ -391,7 +424,7 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
                     "warm-up or set optim.grad_clip"
                 )
         row.update(
-            images_per_s=partial["seen"] * world_size / max(partial["time"], 1e-9),
+            images_per_s=sums["seen"] / max(partial["time"], 1e-9),
             epoch_s=partial["time"],
             wall_s=time.perf_counter() - wall_start,
         )
@@ -415,13 +448,38 @@ def _fit(cfg: TrainConfig, rank: int, world_size: int, stop: StopSignals) -> Run
                         writer.add_scalar(key, row[key], epoch + 1)
                 writer.flush()
         checkpoint(epoch + 1, 0)
+        stop.requested = int(world.agree(stop.requested or 0)[0]) or None  # a signal during evaluation, anywhere
         if stop.requested:
             raise RunStopped(stop.requested, run_dir, f"the end of epoch {epoch + 1}")
 
     if not is_main:
-        return RunResult(Path("."), {}, rows)
-    ctx = Finished(cfg, run_dir, model, eval_model, splits, device, precision, mean, std, params, writer, history)
+        return RunResult(run_dir, {}, rows)  # rank 0 writes the summary
+    ctx = Finished(
+        cfg, run_dir, model, eval_model, splits, device, precision, mean, std, params, writer, history, world_size
+    )
     return _finish(ctx, rows, best, time.perf_counter() - wall_start)
+
+
+def diverged(loss: float, epoch: int, step: int, optimizer: torch.optim.Optimizer, run_dir: Path | None) -> Exception:
+    return TrainingDiverged(
+        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1} (lr {optimizer.param_groups[0]['lr']:.4g}); "
+        f"{run_dir / 'last.pt' if run_dir else 'the checkpoint'} is left as it was; lower lr, add warm-up or set "
+        "optim.grad_clip"
+    )
+
+
+def global_sums(partial: dict[str, Any], world: World) -> dict[str, Any]:
+    """The epoch's running loss, correct count and images seen, summed over the processes."""
+    sums = world.sum(torch.tensor([partial["loss"], partial["correct"], partial["seen"]], dtype=torch.float64))
+    return {"loss": sums[0].item(), "correct": sums[1].item(), "seen": int(sums[2].item()), "time": partial["time"]}
+
+
+def restore_rng(saved: dict[str, Any], world: World, device: torch.device) -> None:
+    """Each process's own random state where the checkpoint has one per process, else rank 0's for all."""
+    ranks = saved.get("ranks")
+    torch.set_rng_state(ranks[world.rank] if ranks and len(ranks) == world.size else saved["torch"])
+    if device.type == "cuda" and saved.get("cuda") is not None and world.size == 1:
+        torch.cuda.set_rng_state_all(saved["cuda"])
 
 
 def refuse_non_finite(model: nn.Module, where: str, run_dir: Path | None) -> None:
@@ -462,6 +520,7 @@ class Finished:
     params: int
     writer: Any
     history: list[dict[str, Any]]
+    processes: int = 1
 
 
 def _finish(ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], wall: float) -> RunResult:
@@ -534,6 +593,7 @@ def _finish(ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], wal
             "wall_s": wall,
             "train_images_per_s": float(np.mean([r["images_per_s"] for r in rows])) if rows else 0.0,
             "device": str(ctx.device),
+            "processes": ctx.processes,
             "precision": ctx.precision.name,
             "channels_last": ctx.precision.channels_last,
             "history": ctx.history,

@@ -1,0 +1,155 @@
+"""Several processes on PyTorch's own engine: torchrun starts them, this module joins them up.
+
+Under torchrun the environment says who a process is (WORLD_SIZE, RANK, LOCAL_RANK, and MASTER_ADDR /
+MASTER_PORT for the rendezvous); `join()` turns that into a process group: nccl where the run is on CUDA
+(each process on cuda:LOCAL_RANK), gloo on the CPU. Without torchrun it is a world of one, and every
+helper below is a no-op, so the training loop reads as the single-process story with a few calls:
+
+    world.sum(t)         all-reduce a tensor in place (counts, losses)
+    world.agree(flags)   every rank learns every rank's flags (stop, checkpoint now, non-finite loss)
+    world.broadcast(x)   rank 0's object on every rank (the run directory)
+    world.gather(x)      every rank's object on rank 0 (RNG states for the checkpoint)
+
+Rank 0 alone writes files and prints; a collective on a dead peer raises instead of writing anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+BACKENDS = ("auto", "gloo", "nccl")
+RUN_ID_FILE = ".torchrun-id"  # in a run directory: the torchrun job that started it
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None  # where collectives' tensors live (cuda:LOCAL_RANK under nccl)
+    owns_group: bool = False  # this module created the process group, so it destroys it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """All-reduce `tensor` (on this process's device) in place, summing over the ranks."""
+        if self.size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def agree(self, *flags: float) -> list[float]:
+        """The largest value of each flag over the ranks: one rank asking to stop stops them all."""
+        if self.size == 1:
+            return list(flags)
+        values = torch.tensor(flags, dtype=torch.float64, device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return values.tolist()
+
+    def broadcast(self, obj: Any) -> Any:
+        if self.size == 1:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, device=self.device)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """[rank 0's, rank 1's, ...] on rank 0, None elsewhere."""
+        if self.size == 1:
+            return [obj]
+        out: list[Any] | None = [None] * self.size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def leave(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def join(backend: str, device: torch.device) -> tuple[World, torch.device]:
+    """The World this process belongs to, and its training device (cuda -> cuda:LOCAL_RANK).
+
+    `backend` "auto" is nccl for CUDA and gloo otherwise."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"run.backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    if not under_torchrun():
+        return World(), device
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    chosen = backend if backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+    if chosen == "nccl" and device.type != "cuda":
+        raise ConfigError("run.backend=nccl needs CUDA devices; on the CPU use run.backend=gloo (or auto)")
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(chosen, device_id=device if chosen == "nccl" else None)
+    collective_device = device if chosen == "nccl" else torch.device("cpu")
+    return World(rank, size, local_rank, collective_device, owns), device
+
+
+def restart_count() -> int:
+    """How often torchrun has restarted this group after a failure (0 on the first attempt)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def run_id() -> str | None:
+    """The id torchrun gives a job (--rdzv-id, or one it makes up), the same across restarts."""
+    return os.environ.get("TORCHELASTIC_RUN_ID")
+
+
+def mark_run(run_dir: Path) -> None:
+    """Note in the run directory which torchrun job owns it, so that a restarted group finds it again."""
+    if under_torchrun() and run_id():
+        (run_dir / RUN_ID_FILE).write_text(f"{run_id()}\n")
+
+
+def continue_after_restart(cfg: TrainConfig) -> tuple[TrainConfig, Path | None]:
+    """After torchrun restarted the group (--max-restarts), the run its first attempt started: resumed from its
+    checkpoint, or (stopped before the first one) started again in the same directory. Else (cfg, None)."""
+    if cfg.output.resume or not under_torchrun() or restart_count() == 0 or not run_id():
+        return cfg, None
+    runs = Path(cfg.output.out)
+    found = next((m.parent for m in sorted(runs.glob(f"*/{RUN_ID_FILE}")) if m.read_text().strip() == run_id()), None)
+    if found is None:
+        return cfg, None
+    if not (found / "last.pt").is_file():
+        return cfg, found
+    cfg = copy.deepcopy(cfg)
+    cfg.output.resume = str(found)
+    return cfg, None
+
+
+def launch(nproc: int, settings: list[str], command: str = "train") -> int:
+    """`resnetlab train ... nproc=N`: the same command in N processes on this machine, started by torchrun's own
+    launcher (torch.distributed.run, standalone rendezvous); returns the exit status of the job."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "-m", "resnetlab", command, *settings]
+    )
+    try:
+        run(args)
+    except ChildFailedError as failed:
+        codes = [f.exitcode for f in failed.failures.values()]
+        return next((c for c in codes if c in (2, 130, 143)), codes[0] if codes else 1)
+    return 0

@@ -1,0 +1,181 @@
+"""torchrun + DistributedDataParallel on this CPU (gloo, 127.0.0.1): two processes train what one does,
+a stopped two-process run resumes bit-identically, and a killed worker under --max-restarts is replaced and
+the job resumes from its checkpoint by itself."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnetlab.cli import main
+from resnetlab.training import load_config
+from resnetlab.training.loop import fit
+
+SETTINGS = [
+    "model=resnet8",
+    "data=synthetic",
+    "limit_train=512",
+    "epochs=2",
+    "batch_size=32",
+    "data.cutout=8",
+    "quiet=true",
+    "output.tensorboard=false",
+]
+
+
+def torchrun(*args: str, nproc: int = 2, launcher: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *launcher,
+            "-m", "resnetlab", "train", *args]  # fmt: skip
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "last.safetensors")
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    done = subprocess.run(torchrun(*SETTINGS, f"out={out}", "name=ref"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("resnetlab: ") <= 1  # rank 0 speaks; rank 1 is silent
+    return out / "ref"
+
+
+def test_two_processes_train_what_one_process_trains(two_process_run, tmp_path):
+    frozen = ["freeze_bn=true"]  # BatchNorm statistics of one global batch are not those of two halves
+    one = fit(load_config(None, SETTINGS + frozen + [f"out={tmp_path}", "name=one"]))
+    done = subprocess.run(torchrun(*SETTINGS, *frozen, f"out={tmp_path}", "name=two"), capture_output=True, timeout=300)
+    assert done.returncode == 0
+    a, b = weights(one.run_dir), weights(tmp_path / "two")
+    # Equal up to float summation order (gradients averaged over two halves), which 32 steps at lr 0.1 grow to
+    # about 2e-4 here; another seed differs by about 0.1.
+    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-3) for k in a)
+    summary = (tmp_path / "two" / "summary.json").read_text()
+    assert '"processes": 2' in summary
+    for row_one, row_two in zip(one.rows, load_config_rows(tmp_path / "two"), strict=True):
+        assert row_one["val_top1"] == row_two["val_top1"]  # every validation image scored once, by one rank
+        assert abs(row_one["train_loss"] - row_two["train_loss"]) < 1e-3
+
+
+@pytest.mark.slow
+def test_with_live_batchnorm_the_loss_curve_stays_within_a_stated_tolerance(two_process_run, tmp_path):
+    # Each process normalises by the statistics of its half of the batch: close to one process, not equal.
+    live = [r["train_loss"] for r in load_config_rows(two_process_run)]
+    single = fit(load_config(None, SETTINGS + [f"out={tmp_path}", "name=live"])).rows
+    assert all(abs(x - r["train_loss"]) < 0.15 * r["train_loss"] for x, r in zip(live, single, strict=True))
+
+
+def load_config_rows(run: Path) -> list[dict]:
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_two_process_run_stopped_by_sigterm_resumes_bit_identically(two_process_run, tmp_path):
+    cmd = torchrun(*SETTINGS, f"out={tmp_path}", "name=cut")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(tmp_path / "cut" / "config.yaml", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both workers; they agree on one step
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "resume with: resnetlab train resume=" in err, err[-2000:]
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert len(state["rng"]["ranks"]) == 2 and (state["epoch"], state["batch_in_epoch"]) < (2, 0)
+    done = subprocess.run(torchrun(f"resume={tmp_path / 'cut'}", "quiet=true"), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = weights(two_process_run), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(two_process_run, tmp_path):
+    cmd = torchrun(
+        *SETTINGS, "run.checkpoint_every=2", f"out={tmp_path}", "name=elastic", launcher=("--max-restarts=1",)
+    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(tmp_path / "elastic" / "last.pt", proc)
+    time.sleep(0.5)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    subprocess.run(["kill", "-KILL", workers[-1]])  # one worker dies mid-epoch
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elastic"]  # found again, no second run directory
+    a, b = weights(two_process_run), weights(tmp_path / "elastic")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_user_errors_under_torchrun_are_one_message_and_status_2(tmp_path):
+    done = subprocess.run(torchrun("model=resnet8", "data=/no/such/path", f"out={tmp_path}"), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0 and done.stderr.count("resnetlab: error: dataset '/no/such/path'") == 1
+    assert "Traceback" not in done.stderr.split("resnetlab: error:")[0] and not any(tmp_path.iterdir())
+    bad = torchrun("model=resnet8", "data=synthetic", "batch_size=33", "quiet=true", f"out={tmp_path}")
+    done = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    assert done.stderr.count("batch_size=33 does not divide among 2 processes") == 1
+
+
+@pytest.mark.slow
+def test_nproc_starts_the_processes_through_torchrun(tmp_path, capsys):
+    assert main(["train", *SETTINGS, "epochs=1", "nproc=2", f"out={tmp_path}", "name=n2"]) == 0
+    assert '"processes": 2' in (tmp_path / "n2" / "summary.json").read_text()
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_each_on_a_c10d_rendezvous_match_two_local_processes(two_process_run, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous endpoint
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", "-m", "resnetlab", "train", *SETTINGS,
+            f"out={tmp_path}", "name=nodes"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as torchrun sets for 2 processes per node: the same arithmetic
+    nodes = [subprocess.Popen(node, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]  # fmt: skip
+    errors = [n.communicate(timeout=300)[1] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    a, b = weights(two_process_run), weights(tmp_path / "nodes")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_one_process_run_resumed_on_two_continues_and_says_it_is_not_bit_identical(tmp_path, monkeypatch):
+    from test_resume import interrupted
+
+    run = interrupted(monkeypatch, SETTINGS + [f"out={tmp_path}", "run.checkpoint_every=4"], after_steps=6)
+    done = subprocess.run(torchrun(f"resume={run}", "quiet=true"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "will not be bit-identical" in done.stdout + done.stderr
+    assert '"processes": 2' in (run / "summary.json").read_text()
+
+
+def test_sync_bn_on_the_cpu_is_a_clear_error_before_a_run_directory_exists(tmp_path, capsys):
+    assert main(["train", *SETTINGS, "sync_bn=true", "device=cpu", f"out={tmp_path}"]) == 2
+    assert "run.sync_bn=true needs CUDA" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl with two processes needs two CUDA devices")
+def test_two_gpus_train_with_nccl_and_sync_bn(tmp_path):
+    done = subprocess.run(torchrun(*SETTINGS, "device=cuda", "sync_bn=true", f"out={tmp_path}", "name=gpus"),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = (tmp_path / "gpus" / "summary.json").read_text()
+    assert '"processes": 2' in summary and '"device": "cuda:0"' in summary
