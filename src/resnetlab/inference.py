@@ -37,7 +37,8 @@ def load(source: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, 
         )
     check_meta(meta, path)
     try:
-        model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"], **meta["args"])
+        args = meta.get("args", {})
+        model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"], **args)
     except (TypeError, UserError) as err:  # an unknown model name or arguments its builder does not take
         raise UserError(f"{path} has malformed resnetlab metadata ({err})") from err
     report = load_into(model, state)
@@ -54,7 +55,7 @@ META_TYPES = {"num_classes": int, "in_chans": int, "classes": list, "input_size"
 def check_meta(meta: dict[str, Any], path: Path) -> None:
     """The metadata that load() relies on is there and consistent; else one sentence naming what is wrong."""
     bad = [key for key, kind in META_TYPES.items() if not isinstance(meta.get(key), kind)]
-    if not isinstance(meta.setdefault("args", {}), dict):
+    if not isinstance(meta.get("args", {}), dict):
         bad.append("args")
     if not bad:
         channels = meta["in_chans"]
@@ -121,7 +122,8 @@ def embed(
         chunk = files[start : start + batch_size]
         x, bad = preprocess(chunk, meta)
         skipped += bad
-        names += [str(p) for p in chunk if str(p) not in dict(bad)]
+        unreadable = {name for name, _ in bad}
+        names += [str(p) for p in chunk if str(p) not in unreadable]
         if x is not None:
             features.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
     if not features:
