@@ -2,7 +2,9 @@
 a stopped two-process run resumes bit-identically, and a killed worker under --max-restarts is replaced and
 the job resumes from its checkpoint by itself."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +36,12 @@ def torchrun(*args: str, nproc: int = 2, launcher: tuple[str, ...] = ()) -> list
             "-m", "resnetlab", "train", *args]  # fmt: skip
 
 
+def why(stderr: str) -> str:
+    """What a failed worker said (torchrun's own report, which comes last, names only the exit signal)."""
+    said = [line for line in stderr.splitlines() if not re.match(r"^\s*(File |\^|[WE]\d{4} |Traceback)", line)]
+    return "\n".join(said)[:4000]
+
+
 def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "last.safetensors")
 
@@ -42,24 +50,30 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 def two_process_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
     done = subprocess.run(torchrun(*SETTINGS, f"out={out}", "name=ref"), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, why(done.stderr)
     assert done.stderr.count("resnetlab: ") <= 1  # rank 0 speaks; rank 1 is silent
     return out / "ref"
 
 
 def test_two_processes_train_what_one_process_trains(two_process_run, tmp_path):
     frozen = ["freeze_bn=true"]  # BatchNorm statistics of one global batch are not those of two halves
+    frozen += ["epochs=4", "seed=5"]  # validation peaks early: the selected weights are not the last
     one = fit(load_config(None, SETTINGS + frozen + [f"out={tmp_path}", "name=one"]))
-    done = subprocess.run(torchrun(*SETTINGS, *frozen, f"out={tmp_path}", "name=two"), capture_output=True, timeout=300)
-    assert done.returncode == 0
+    done = subprocess.run(
+        torchrun(*SETTINGS, *frozen, f"out={tmp_path}", "name=two"), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, why(done.stderr)
     a, b = weights(one.run_dir), weights(tmp_path / "two")
-    # Equal up to float summation order (gradients averaged over two halves), which 32 steps at lr 0.1 grow to
-    # about 2e-4 here; another seed differs by about 0.1.
-    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-3) for k in a)
-    summary = (tmp_path / "two" / "summary.json").read_text()
-    assert '"processes": 2' in summary
+    # Equal up to float summation order (gradients averaged over two halves), which 64 steps at lr 0.1 grow to
+    # about 5e-4 here (AMD EPYC); seed 6 instead of 5 differs by about 3.
+    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=2e-3) for k in a)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    assert summary["best_epoch"] == one.summary["best_epoch"] < summary["epochs"]
+    for key in ("test_top1", "test_top1_last_epoch"):  # the test split too: sharded, each image once
+        assert abs(summary[key] - one.summary[key]) <= 1 / 200 + 1e-9  # weights equal to 1e-3 may flip a near-tie
     for row_one, row_two in zip(one.rows, load_config_rows(tmp_path / "two"), strict=True):
-        assert row_one["val_top1"] == row_two["val_top1"]  # every validation image scored once, by one rank
+        assert abs(row_one["val_top1"] - row_two["val_top1"]) <= 1 / 100 + 1e-9  # each of the 100 scored once
         assert abs(row_one["train_loss"] - row_two["train_loss"]) < 1e-3
 
 
@@ -97,7 +111,7 @@ def test_a_two_process_run_stopped_by_sigterm_resumes_bit_identically(two_proces
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert len(state["rng"]["ranks"]) == 2 and (state["epoch"], state["batch_in_epoch"]) < (2, 0)
     done = subprocess.run(torchrun(f"resume={tmp_path / 'cut'}", "quiet=true"), capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, why(done.stderr)
     a, b = weights(two_process_run), weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -114,7 +128,7 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(two
     assert len(workers) == 2
     subprocess.run(["kill", "-KILL", workers[-1]])  # one worker dies mid-epoch
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 0, why(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elastic"]  # found again, no second run directory
     a, b = weights(two_process_run), weights(tmp_path / "elastic")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -161,7 +175,7 @@ def test_a_one_process_run_resumed_on_two_continues_and_says_it_is_not_bit_ident
 
     run = interrupted(monkeypatch, SETTINGS + [f"out={tmp_path}", "run.checkpoint_every=4"], after_steps=6)
     done = subprocess.run(torchrun(f"resume={run}", "quiet=true"), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, why(done.stderr)
     assert "will not be bit-identical" in done.stdout + done.stderr
     assert '"processes": 2' in (run / "summary.json").read_text()
 
@@ -176,6 +190,6 @@ def test_sync_bn_on_the_cpu_is_a_clear_error_before_a_run_directory_exists(tmp_p
 def test_two_gpus_train_with_nccl_and_sync_bn(tmp_path):
     done = subprocess.run(torchrun(*SETTINGS, "device=cuda", "sync_bn=true", f"out={tmp_path}", "name=gpus"),
                           capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done.stderr)
     summary = (tmp_path / "gpus" / "summary.json").read_text()
     assert '"processes": 2' in summary and '"device": "cuda:0"' in summary

@@ -16,6 +16,7 @@ Rank 0 alone writes files and prints; a collective on a dead peer raises instead
 from __future__ import annotations
 
 import copy
+import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,9 +75,19 @@ class World:
         dist.gather_object(obj, out, dst=0)
         return out
 
-    def leave(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+    def leave(self, together: bool = True) -> None:
+        """Destroy the process group this module created.
+
+        `together` (a run that finished, or stopped by agreement): wait for every rank first, and let go of
+        objects that hold the group (DistributedDataParallel's reducer) while the interpreter is whole; a
+        rank tearing gloo down while a peer still talks to it, or at interpreter exit, can abort the
+        process. After an error a peer may be gone, so nobody is waited for."""
+        if not (self.owns_group and dist.is_initialized()):
+            return
+        if together and self.size > 1:
+            gc.collect()
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def under_torchrun() -> bool:

@@ -160,7 +160,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     world, device = join(cfg.run.backend, resolve_device(cfg.run.device))
-    leaving.callback(world.leave)
+    leaving.push(lambda kind, *_: world.leave(together=kind is None or issubclass(kind, RunStopped)))
     if cfg.run.sync_bn and device.type != "cuda":
         raise UserError("run.sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
     precision = choose_precision(cfg.run.precision, cfg.run.channels_last, device)
@@ -452,12 +452,13 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         if stop.requested:
             raise RunStopped(stop.requested, run_dir, f"the end of epoch {epoch + 1}")
 
+    ctx = Finished(
+        cfg, run_dir, model, eval_model, splits, device, precision, mean, std, params, writer, history, world
+    )
+    scores = final_scores(ctx, best["epoch"] or (rows[-1]["epoch"] if rows else 0), rows)  # every rank scores a share
     if not is_main:
         return RunResult(run_dir, {}, rows)  # rank 0 writes the summary
-    ctx = Finished(
-        cfg, run_dir, model, eval_model, splits, device, precision, mean, std, params, writer, history, world_size
-    )
-    return _finish(ctx, rows, best, time.perf_counter() - wall_start)
+    return _finish(ctx, rows, best, scores, time.perf_counter() - wall_start)
 
 
 def diverged(loss: float, epoch: int, step: int, optimizer: torch.optim.Optimizer, run_dir: Path | None) -> Exception:
@@ -520,30 +521,48 @@ class Finished:
     params: int
     writer: Any
     history: list[dict[str, Any]]
-    processes: int = 1
+    world: World
 
 
-def _finish(ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], wall: float) -> RunResult:
-    """Score the selected weights (and the last, if they differ) once on test; plots and summary.json."""
+def final_split_of(splits: Any) -> str | None:
+    """The split of the final figure: test; where the data has no test part (a flat image folder), validation,
+    which is then also the set the epoch was selected on (and the summary says so)."""
+    return "test" if splits.test is not None else ("val" if splits.val is not None else None)
+
+
+def final_scores(ctx: Finished, selected_epoch: int, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Score the last weights, and the selected ones where they differ, once on the final split.
+
+    Every process scores its share of the images and the counts are summed, like validation; the selected
+    weights are read by rank 0 (it wrote them) and handed to the others, so no shared file system is needed."""
+    cfg, splits, world = ctx.cfg, ctx.splits, ctx.world
+    final_split = final_split_of(splits)
+    if final_split is None:
+        return {}
+    data = splits.part(final_split)
+    loader = make_loader(
+        cfg, data, False, ctx.device, ctx.precision.channels_last, ctx.mean, ctx.std, world.rank, world.size
+    )
+    classes = len(data.classes)
+    scores = {"last": evaluate(ctx.eval_model, loader, ctx.device, ctx.precision.dtype, classes, world.sum)}
+    scores["selected"] = scores["last"]
+    if rows and selected_epoch != rows[-1]["epoch"]:
+        selected = copy.deepcopy(ctx.eval_model)
+        state = read_weights(ctx.run_dir / "best.safetensors")[0] if world.is_main else None
+        selected.load_state_dict(world.broadcast(state))
+        scores["selected"] = evaluate(selected, loader, ctx.device, ctx.precision.dtype, classes, world.sum)
+    return scores
+
+
+def _finish(
+    ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], scores: dict[str, dict[str, Any]], wall: float
+) -> RunResult:
+    """Plots and summary.json from the final scores (rank 0 only)."""
     cfg, splits = ctx.cfg, ctx.splits
     train_data: Dataset = splits.train
     last_epoch = rows[-1]["epoch"] if rows else 0
     selected_epoch = best["epoch"] or last_epoch
-    # The final figure: on test; where the data has no test part (a flat image folder), on validation,
-    # which is then also the set the epoch was selected on, and says so.
-    final_split = "test" if splits.test is not None else ("val" if splits.val is not None else None)
-    scores: dict[str, dict[str, Any]] = {}
-    if final_split:
-        data = splits.part(final_split)
-        loader = make_loader(cfg, data, False, ctx.device, ctx.precision.channels_last, ctx.mean, ctx.std)
-        classes = len(data.classes)
-        scores["last"] = evaluate(ctx.eval_model, loader, ctx.device, ctx.precision.dtype, classes)
-        if selected_epoch != last_epoch:
-            selected = copy.deepcopy(ctx.eval_model)
-            selected.load_state_dict(read_weights(ctx.run_dir / "best.safetensors")[0])
-            scores["selected"] = evaluate(selected, loader, ctx.device, ctx.precision.dtype, classes)
-        else:
-            scores["selected"] = scores["last"]
+    final_split = final_split_of(splits)
     title = f"{cfg.model.name} on {train_data.info.name}"
     smoothing = cfg.optim.label_smoothing
     plot_curves(
@@ -593,7 +612,7 @@ def _finish(ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], wal
             "wall_s": wall,
             "train_images_per_s": float(np.mean([r["images_per_s"] for r in rows])) if rows else 0.0,
             "device": str(ctx.device),
-            "processes": ctx.processes,
+            "processes": ctx.world.size,
             "precision": ctx.precision.name,
             "channels_last": ctx.precision.channels_last,
             "history": ctx.history,
