@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from resnetlab.cli import main
+from resnetlab.data import load_dataset
 from resnetlab.training import load_config
 from resnetlab.training.loop import fit
 
@@ -132,6 +133,55 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(two
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elastic"]  # found again, no second run directory
     a, b = weights(two_process_run), weights(tmp_path / "elastic")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+API_SCRIPT = """
+import json, sys
+import torch, torch.distributed as dist
+import resnetlab
+from resnetlab.data import BatchLoader, load_dataset
+from resnetlab.training.loop import evaluate
+
+out = sys.argv[1]
+dist.init_process_group("gloo")  # the script's own group: resnetlab joins it and leaves it to the script
+result = resnetlab.train({"output": {"tensorboard": False}}, model="resnet8", data="synthetic", limit_train=256,
+                         epochs=1, batch_size=32, precision="fp32", quiet=True, out=out, name="api")
+rank = dist.get_rank()
+model, meta = resnetlab.load(result.run_dir)
+test = load_dataset("synthetic", "test")
+
+def score(rank, size, total=None):
+    loader = BatchLoader(test, 64, train=False, mean=meta["mean"], std=meta["std"], rank=rank, world_size=size)
+    s = evaluate(model, loader, torch.device("cpu"), None, len(test.classes), total)
+    return {"count": s["count"], "top1": s["top1"], "loss": s["loss"], "confusion": s["confusion"].tolist()}
+
+sharded = score(rank, 2, dist.all_reduce)
+alone = score(0, 1)
+report = {"rank": rank, "group_kept": dist.is_initialized(), "run_dir": str(result.run_dir),
+          "summary": bool(result.summary), "sharded": sharded, "alone": alone}
+with open(f"{out}/rank{rank}.json", "w") as f:
+    json.dump(report, f)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_the_python_api_trains_under_torchrun_and_sharded_scoring_counts_every_image_once(tmp_path):
+    script = tmp_path / "train_ddp.py"
+    script.write_text(API_SCRIPT)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    done = subprocess.run([*launcher, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, why(done.stderr)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["group_kept"] and r["run_dir"] == str(tmp_path / "api") for r in ranks)  # one run, one group
+    assert [r["summary"] for r in ranks] == [True, False]  # rank 0 writes the summary
+    assert ranks[0]["alone"]["count"] == len(load_dataset("synthetic", "test"))
+    for r in ranks:  # the same weights scored in two halves and summed: exactly the one-process figures
+        assert r["sharded"]["count"] == r["alone"]["count"] and r["sharded"]["confusion"] == r["alone"]["confusion"]
+        assert r["sharded"]["top1"] == r["alone"]["top1"] and abs(r["sharded"]["loss"] - r["alone"]["loss"]) < 1e-6
+    summary = json.loads((tmp_path / "api" / "summary.json").read_text())
+    assert summary["processes"] == 2  # and its test figure, scored in training's batches, within one image:
+    assert abs(summary["test_top1"] - ranks[0]["alone"]["top1"]) <= 1 / ranks[0]["alone"]["count"] + 1e-9
 
 
 def test_user_errors_under_torchrun_are_one_message_and_status_2(tmp_path):
