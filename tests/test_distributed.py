@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -114,6 +115,37 @@ def test_a_two_process_run_stopped_by_sigterm_resumes_bit_identically(two_proces
     done = subprocess.run(torchrun(f"resume={tmp_path / 'cut'}", "quiet=true"), capture_output=True, timeout=300)
     assert done.returncode == 0, why(done.stderr)
     a, b = weights(two_process_run), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_two_process_run_on_a_streamed_image_folder_stopped_by_sigterm_resumes_to_the_same_weights(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+        (tmp_path / "photos" / f"c{c}").mkdir(parents=True)
+        for i in range(60):
+            img = np.clip(np.array(colour) + rng.normal(0, 50, (24, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / "photos" / f"c{c}" / f"{i}.png")
+    folder = [f"data={tmp_path / 'photos'}", "data.image_size=20", "stream=true", "model=resnet8", "epochs=6",
+              "batch_size=16", "data.cutout=6", "output.tensorboard=false", f"out={tmp_path}"]  # fmt: skip
+    env = {**os.environ, "RESNETLAB_DATA": str(tmp_path / "cache")}
+    whole = subprocess.run(torchrun(*folder, "name=whole"), capture_output=True, text=True, env=env, timeout=300)
+    assert whole.returncode == 0, why(whole.stderr)
+    proc = subprocess.Popen(torchrun(*folder, "name=cut"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)  # fmt: skip
+    wait_for(tmp_path / "cut" / "metrics.csv", proc)  # the first epoch is done: stop it in the second
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "resume with: resnetlab train resume=" in err, why(err)
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] < 6
+    done = subprocess.run(torchrun(f"resume={tmp_path / 'cut'}", "quiet=true"), capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, why(done.stderr)
+    said = whole.stdout + whole.stderr
+    assert "training images: " in said and "streamed from the cache (stream=true)" in said
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -60,6 +60,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import load_dataset
+    from .data.dataset import channel_stats
 
     data = load_dataset(
         args.dataset,
@@ -70,15 +71,12 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         seed=args.split_seed,
     )
     counts = np.bincount(data.labels, minlength=len(data.classes))
-    pixels = np.asarray(data.images[:: max(1, len(data) // 50000)], np.float32) / 255.0  # <= ~50k images
+    mean, std = channel_stats(data.images, limit=50_000)
     print(f"dataset: {data.info.name} ({args.split} split)")
     print(f"found at: {data.source}")
     print(f"images: {len(data):,} of {'x'.join(map(str, data.images.shape[1:]))} (H x W x C), uint8")
     print(f"classes: {len(data.classes)}; horizontal flips keep labels: {'yes' if data.info.hflip else 'no'}")
-    print(
-        f"mean: {', '.join(f'{m:.4f}' for m in pixels.mean((0, 1, 2)))}   "
-        f"std: {', '.join(f'{v:.4f}' for v in pixels.std((0, 1, 2)))}"
-    )
+    print(f"mean: {', '.join(f'{m:.4f}' for m in mean)}   std: {', '.join(f'{v:.4f}' for v in std)}")
     width = max(len(c) for c in data.classes)
     for name, count in zip(data.classes, counts):
         print(f"  {name.ljust(width)}  {count:>7,}")

@@ -31,11 +31,57 @@ class DatasetInfo:
     hflip: bool  # whether a horizontal flip keeps the label (not for digits or letters)
 
 
+class Rows:
+    """Some rows of a memory-mapped image array, not read until asked for: what a part of a folder's cache is
+    (the training part of a hold-out, a sample), so that carving a split out of a many-gigabyte cache costs
+    an index, not a copy. Reads like the array it stands for: `shape`, `len`, indexing, `np.asarray`."""
+
+    def __init__(self, base: np.ndarray, rows: np.ndarray) -> None:
+        self.base = base  # uint8 (M, H, W, C), memory-mapped
+        self.rows = np.asarray(rows, np.int64)  # (N,) positions in `base`
+        self.dtype = base.dtype
+        self.shape = (len(self.rows), *base.shape[1:])
+        self.nbytes = len(self.rows) * int(np.prod(base.shape[1:], dtype=np.int64)) * base.itemsize
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):  # noqa: ANN001 - an int, a slice or an index array, as for an ndarray
+        return self.base[self.rows[key]]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # noqa: ANN001 - numpy's protocol
+        whole = self.base[self.rows]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def mapped(images: np.ndarray | Rows) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(memory-mapped array, rows of it or None for all) when `images` is read from a file, else None."""
+    if isinstance(images, Rows):
+        return images.base, images.rows
+    return (images, None) if isinstance(images, np.memmap) else None
+
+
+def channel_stats(images: np.ndarray | Rows, limit: int = 5000, chunk: int = 64) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std on the [0, 1] scale of every k-th image (at most `limit` of them), read `chunk`
+    images at a time: memory stays at one chunk whatever the image size (5,000 ImageNet-sized images in
+    float32 would be 3 GB)."""
+    picked = np.arange(0, len(images), max(1, len(images) // limit))
+    total = np.zeros(images.shape[-1])
+    squares = np.zeros(images.shape[-1])
+    for start in range(0, len(picked), chunk):
+        block = np.asarray(images[picked[start : start + chunk]], np.float64) / 255.0
+        total += block.sum((0, 1, 2))
+        squares += np.square(block).sum((0, 1, 2))
+    count = len(picked) * int(np.prod(images.shape[1:3]))
+    mean = total / count
+    return mean.tolist(), np.sqrt(np.maximum(squares / count - mean**2, 0.0)).tolist()
+
+
 @dataclass
 class Dataset:
     """One split of a dataset: uint8 images in memory (or memory-mapped), labels and class names."""
 
-    images: np.ndarray  # uint8 (N, H, W, C)
+    images: np.ndarray | Rows  # uint8 (N, H, W, C): in memory, memory-mapped, or rows of a memory map
     labels: np.ndarray  # int64 (N,)
     classes: list[str]
     info: DatasetInfo
@@ -55,9 +101,15 @@ class Dataset:
     def subset(self, idx: np.ndarray, split: str, note: str) -> Dataset:
         """The images at `idx` (sorted positions into this dataset), as split `split`; `note` says how chosen."""
         idx = np.asarray(idx, np.int64)
+        on_disk = mapped(self.images)
+        if on_disk is not None:  # a memory map stays one: note which rows, read none of them
+            base, rows = on_disk
+            images: np.ndarray | Rows = Rows(base, idx if rows is None else rows[idx])
+        else:
+            images = self.images[idx]
         return replace(
             self,
-            images=self.images[idx],
+            images=images,
             labels=self.labels[idx],
             split=split,
             source=f"{self.source} ({note})",

@@ -15,28 +15,31 @@ that opening a many-gigabyte cache stays instant).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
 from ..errors import UserError
 from ..files import atomic_write
-from .dataset import Dataset, DatasetInfo, data_dir
+from .dataset import Dataset, DatasetInfo, channel_stats, data_dir
 
 log = logging.getLogger("resnetlab")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 VAL_NAMES = ("val", "valid", "validation")
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: JPEGs decoded in draft mode (reduced scale) where the size allows
+BUILD_CHUNK = 256  # images decoded at once while building a cache (bounds the memory a build takes)
 VERIFY_BYTES = 1 << 29  # CRC-check arrays up to 512 MiB on every open (about 0.3 s at that size)
 _warned: set[str] = set()  # caches whose skipped files were reported in this process
 
@@ -91,6 +94,7 @@ def to_8bit(img: Image.Image, channels: int) -> Image.Image:
 def decode(path: Path, size: int, channels: int) -> np.ndarray:
     """(size, size, channels) uint8: shorter side to `size`, centre crop; raises OSError/ValueError if bad."""
     with Image.open(path) as img:
+        img.draft(img.mode, (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale where that still covers `size`
         img.load()  # decode fully now: a truncated file fails here, not later
         img = to_8bit(ImageOps.exif_transpose(img), channels)  # upright, as the camera meant it
         img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR, centering=(0.5, 0.5))
@@ -202,6 +206,17 @@ def _array_problem(path: Path, index: dict) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _scratch(cache: Path, array_name: str) -> Iterator[Path]:
+    """A temporary file name of this process's own in `cache`, removed afterwards unless renamed into place."""
+    fd, name = tempfile.mkstemp(dir=cache, prefix=f".{array_name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
 def _crc32(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
@@ -223,35 +238,50 @@ def _build(
     if not files:
         raise UserError(f"{class_root} has no image files in its class folders ({', '.join(classes[:5])}...)")
     cache.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # Pillow decodes without the GIL
-        results = list(pool.map(lambda entry: read_image(class_root / entry[0], size, channels), files))
-    good = [(entry, r) for entry, r in zip(files, results) if not isinstance(r, str)]
-    skipped = skipped + [(entry[0], r) for entry, r in zip(files, results) if isinstance(r, str)]
-    if not good:
-        raise UserError(f"none of the {len(files)} image files in {class_root} could be read ({skipped[-1][1]})")
+    skipped = list(skipped)  # the scan's, then the files that would not decode
     array_name = f"images-{fingerprint[:16]}.npy"  # a name per content: a concurrent builder writes the same bytes
-    fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=f".{array_name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(good), size, size, channels))
-        for i, (_, img) in enumerate(good):
-            array[i] = img
+    shape = (size, size, channels)
+    with _scratch(cache, array_name) as every, _scratch(cache, array_name) as kept_only:
+        # Decoded a chunk at a time straight into the memory-mapped file, so that a folder larger than memory
+        # never sits in it; rows of unreadable files are dropped at the end.
+        array = np.lib.format.open_memmap(every, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+        readable = np.zeros(len(files), dtype=bool)
+        with (
+            ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool,  # Pillow decodes without the GIL
+            tqdm(total=len(files), unit="img", desc=f"caching {class_root.name}", disable=None, leave=False) as bar,
+        ):
+            for start in range(0, len(files), BUILD_CHUNK):
+                chunk = files[start : start + BUILD_CHUNK]
+                decoded = pool.map(lambda entry: read_image(class_root / entry[0], size, channels), chunk)
+                for i, (entry, result) in enumerate(zip(chunk, decoded), start):
+                    if isinstance(result, str):
+                        skipped.append((entry[0], result))
+                    else:
+                        array[i], readable[i] = result, True
+                bar.update(len(chunk))
+        good = [entry for entry, ok in zip(files, readable) if ok]
+        if not good:
+            raise UserError(f"none of the {len(files)} image files in {class_root} could be read ({skipped[-1][1]})")
+        if len(good) < len(files):
+            rows = np.flatnonzero(readable)
+            compact = np.lib.format.open_memmap(kept_only, mode="w+", dtype=np.uint8, shape=(len(good), *shape))
+            for start in range(0, len(rows), BUILD_CHUNK):
+                compact[start : start + BUILD_CHUNK] = array[rows[start : start + BUILD_CHUNK]]
+            del array
+            array, every = compact, kept_only
         array.flush()
-        sample = np.asarray(array[:: max(1, len(good) // 5000)], np.float32) / 255.0  # mean/std from <= ~5k images
+        mean, std = channel_stats(array)
         del array
-        os.replace(tmp, cache / array_name)
-    finally:
-        tmp.unlink(missing_ok=True)
+        os.replace(every, cache / array_name)
     index = {
         "fingerprint": fingerprint,
         "root": str(class_root),
         "classes": classes,
-        "files": [entry[0] for entry, _ in good],
-        "labels": [entry[1] for entry, _ in good],
+        "files": [entry[0] for entry in good],
+        "labels": [entry[1] for entry in good],
         "skipped": skipped,
-        "mean": sample.mean((0, 1, 2)).tolist(),
-        "std": sample.std((0, 1, 2)).tolist(),
+        "mean": mean,
+        "std": std,
         "array": array_name,
         "bytes": (cache / array_name).stat().st_size,
         "crc32": _crc32(cache / array_name),

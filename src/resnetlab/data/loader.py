@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .dataset import Dataset
+from .stream import HostImages, ahead, residency
 
 PAD_MODES = ("zeros", "reflect")
 
@@ -81,6 +82,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         num_classes: int | None = None,
+        stream: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise UserError(f"batch_size={batch_size} must be a positive integer")
@@ -94,12 +96,18 @@ class BatchLoader:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.num_classes = num_classes or len(data.classes)
-        # (N, H, W, C) uint8 -> (N, C, H, W) uint8 on the device, once.
-        self.images = (
-            torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(self.device)
-        )
+        # Held: (N, H, W, C) uint8 -> (N, C, H, W) uint8 on the device, once. Streamed: rows read per batch.
+        self.residency = residency(data.images, self.device, stream)
+        self.height, self.width, channels = (int(v) for v in data.images.shape[1:])
+        self.images: torch.Tensor | None = None
+        self.host: HostImages | None = None
+        if self.residency.held:
+            self.images = (
+                torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(self.device)
+            )
+        else:
+            self.host = HostImages(data.images, pin=self.device.type == "cuda")
         self.labels = torch.from_numpy(np.asarray(data.labels, np.int64)).to(self.device)
-        channels = self.images.shape[1]
         mean = torch.tensor(mean if mean is not None else data.info.mean, dtype=torch.float32)
         std = torch.tensor(std if std is not None else data.info.std, dtype=torch.float32)
         if mean.numel() not in (1, channels) or std.numel() not in (1, channels):
@@ -134,7 +142,7 @@ class BatchLoader:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=gen) if self.train else self.positions
-        a, (h, w) = self.augment, self.images.shape[-2:]
+        a, h, w = self.augment, self.height, self.width
         offsets = torch.randint(0, 2 * a.crop_padding + 1, (n, 2), generator=gen)[: len(order)]
         flips = (
             (torch.rand(n, generator=gen) < 0.5)[: len(order)] if a.hflip else torch.zeros(len(order), dtype=torch.bool)
@@ -155,19 +163,33 @@ class BatchLoader:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, from `start_batch` on (to resume mid-epoch)."""
         plan = self.plan(epoch)
-        for b in range(start_batch, len(self)):
-            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, len(plan.order))
-            if self.train:  # this rank's part of the global batch
-                span = stop - start
-                start, stop = (
-                    start + span * self.rank // self.world_size,
-                    start + span * (self.rank + 1) // self.world_size,
-                )
-            yield self.make_batch(plan, slice(start, stop), b)
+        batches = range(start_batch, len(self))
+        if self.host is None:
+            for b in batches:
+                yield self.make_batch(plan, self.rows(plan, b), b)
+            return
+        host = self.host
+        read = ahead(lambda b: host.gather(plan.order[self.rows(plan, b)]), batches)  # the next batch, meanwhile
+        for b, pixels in zip(batches, read, strict=True):
+            yield self.make_batch(plan, self.rows(plan, b), b, pixels)
 
-    def make_batch(self, plan: EpochPlan, rows: slice, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rows(self, plan: EpochPlan, b: int) -> slice:
+        """The rows of the plan that batch `b` of this rank uses."""
+        start, stop = b * self.batch_size, min((b + 1) * self.batch_size, len(plan.order))
+        if self.train:  # this rank's part of the global batch
+            span = stop - start
+            start, stop = start + span * self.rank // self.world_size, start + span * (self.rank + 1) // self.world_size
+        return slice(start, stop)
+
+    def make_batch(
+        self, plan: EpochPlan, rows: slice, b: int, pixels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `b`: from the images held on the device, or from `pixels`, its (B, H, W, C) rows read on the host."""
         idx = plan.order[rows].to(self.device)
-        x = self.images[idx]  # (B, C, H, W) uint8
+        if pixels is None:
+            x = self.images[idx]  # type: ignore[index]  # (B, C, H, W) uint8
+        else:
+            x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
         y = self.labels[idx]
         a = self.augment
         if a.crop_padding or a.hflip:

@@ -42,6 +42,8 @@ class DataConfig:
     cutout: int = 0
     mixup: float = 0.0
     cutmix: float = 0.0
+    stream: str = "auto"  # image-folder caches: "auto" holds one whole when it takes <= 1/4 of free memory, else
+    # reads each batch from the memory-mapped cache; "true" / "false" force it (the batches are the same)
     limit_train: int = 0  # use a stratified, seeded sample of N training images (0: all)
     limit_val: int = 0  # and of N validation images
     mean: list[float] = field(default_factory=list)  # normalisation; empty: from the init weights, else the data
@@ -149,6 +151,7 @@ SHORT_KEYS = {
     "out": "output.out",
     "resume": "output.resume",
     "init": "output.init",
+    "stream": "data.stream",
     "limit_train": "data.limit_train",
     "limit_val": "data.limit_val",
     "val_fraction": "data.val_fraction",
@@ -167,6 +170,7 @@ CHOICES = {
     "run.channels_last": ("auto", "true", "false"),
     "data.hflip": ("auto", "true", "false"),
     "data.pad_mode": ("zeros", "reflect"),
+    "data.stream": ("auto", "true", "false"),
     "run.backend": ("auto", "gloo", "nccl"),
 }
 
@@ -265,6 +269,7 @@ ARITHMETIC_KEYS = (
     "run.backend",
 )
 DISPLAY_KEYS = (
+    "data.stream",  # where the images are read from, not what they are
     "run.quiet",
     "run.checkpoint_every",
     "run.checkpoint_minutes",

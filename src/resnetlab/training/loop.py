@@ -288,6 +288,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
             f"{epochs} epochs of {steps_per_epoch} steps",
         )
         _say(cfg, describe(splits.record) + ("; the test split is scored once, at the end" if splits.test else ""))
+        _say(cfg, f"training images: {train_loader.residency.reason}")
         if changed:
             what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
             _say(cfg, f"resumed with other arithmetic ({what}): the result will not be bit-identical", force=True)

@@ -69,6 +69,7 @@ def make_loader(
         seed=cfg.run.seed,
         rank=rank,
         world_size=world_size,
+        stream=d.stream,
         num_classes=len(data.classes),
     )
 

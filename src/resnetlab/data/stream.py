@@ -1,0 +1,125 @@
+"""Images too large to hold: read each batch's rows from the memory-mapped cache, one batch ahead.
+
+The loader keeps a dataset whole on the training device when it fits (the fastest path: a batch is one
+gather on the device). When it does not, the images stay in the cache file, mapped into memory: a batch is
+the rows its plan names, read in file order (the page cache, not the process, holds what was read), pinned
+where the device is a GPU so that the copy does not block, and prepared by a background thread while the
+current batch trains. The epoch plan is the same either way, so the batches are bit-identical.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from .dataset import Rows, mapped
+
+HOLD_FRACTION = 0.25  # hold a dataset whole when it takes at most this share of the free (device) memory
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Residency:
+    """Where a loader keeps its images, and why (a line for the log)."""
+
+    held: bool
+    reason: str
+
+
+def memory_available() -> int:
+    """Bytes of memory the system can give without swapping (MemAvailable), or all physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def residency(images: np.ndarray | Rows, device: torch.device, stream: str = "auto") -> Residency:
+    """Hold the images whole or stream them: `stream` is "auto" (by size), "true" or "false"."""
+    size = _gb(images.nbytes)
+    if mapped(images) is None and stream != "true":
+        return Residency(True, f"{size} in memory")  # read whole already (IDX, CIFAR): nothing to stream from
+    if stream in ("true", "false"):
+        held = stream == "false"
+        return Residency(held, f"{size}, {'held whole' if held else 'streamed from the cache'} (stream={stream})")
+    budgets = [("memory available", memory_available())]
+    if device.type == "cuda":
+        budgets.append(("free GPU memory", torch.cuda.mem_get_info(device)[0]))
+    for what, free in budgets:
+        if images.nbytes > HOLD_FRACTION * free:
+            return Residency(
+                False, f"{size}, streamed from the cache (more than a quarter of the {_gb(free)} of {what})"
+            )
+    return Residency(True, f"{size}, held whole (at most a quarter of the memory available)")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+class HostImages:
+    """uint8 (N, H, W, C) images as a CPU tensor over the array or memory map; `gather` reads some rows."""
+
+    def __init__(self, images: np.ndarray | Rows, pin: bool) -> None:
+        base, self.rows = mapped(images) or (np.asarray(images), None)
+        if isinstance(base, np.memmap) and not base.flags.writeable:
+            # Copy-on-write mapping of the same file: torch wants writable memory, nothing is ever written.
+            base = np.memmap(base.filename, base.dtype, "c", base.offset, base.shape, order="C")
+        self.base = torch.from_numpy(base)
+        self.pin = pin
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """Rows `idx` (positions in this dataset) as (B, H, W, C) uint8, read in file order."""
+        where = self.rows[idx.numpy()] if self.rows is not None else idx.numpy()
+        order = np.argsort(where, kind="stable")
+        out = torch.empty((len(idx), *self.base.shape[1:]), dtype=torch.uint8, pin_memory=self.pin)
+        out[torch.from_numpy(order)] = self.base.index_select(0, torch.from_numpy(where[order]))
+        return out
+
+
+def ahead(make: Callable[[int], T], items: range, depth: int = 2) -> Iterator[T]:
+    """make(i) for each i in `items`, computed by a background thread up to `depth` items ahead.
+
+    An exception in the thread is raised here; a consumer that stops early (a stopped run) stops the thread."""
+    done = threading.Event()
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+
+    def offer(entry: tuple[bool, object]) -> bool:
+        while not done.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for i in items:
+                if not offer((True, make(i))):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            offer((False, err))
+
+    thread = threading.Thread(target=work, name="resnetlab-prefetch", daemon=True)
+    thread.start()
+    try:
+        for _ in items:
+            ok, value = ready.get()
+            if not ok:
+                raise value  # type: ignore[misc]
+            yield value  # type: ignore[misc]
+    finally:
+        done.set()
+        thread.join()
