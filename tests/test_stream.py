@@ -114,6 +114,28 @@ def test_channel_statistics_are_computed_a_chunk_at_a_time_and_match_numpy():
     assert np.allclose(every_third, pixels[::3].mean((0, 1, 2)))
 
 
+def test_data_cache_lists_a_folders_caches_with_size_and_source_and_clears_them(tmp_path, monkeypatch, capsys):
+    from resnetlab.cli import main
+
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
+    for name in ("cats", "dogs"):
+        for c in ("a", "b"):
+            (tmp_path / name / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (10, 10), (i * 50, 0, 0)).save(tmp_path / name / c / f"{i}.png")
+        load_dataset(str(tmp_path / name), "train", image_size=8, val_fraction=0.0)
+    capsys.readouterr()
+    assert main(["data", "cache"]) == 0
+    listed = capsys.readouterr().out
+    assert "6 images of 8x8x3" in listed and str(tmp_path / "cats") in listed and "in all: 2 cache(s)" in listed
+    assert main(["data", "cache", str(tmp_path / "dogs"), "--clear"]) == 0
+    assert "removed: 1 cache(s)" in capsys.readouterr().out
+    assert main(["data", "cache"]) == 0
+    left = capsys.readouterr().out
+    assert str(tmp_path / "cats") in left and str(tmp_path / "dogs") not in left
+    assert main(["data", "cache", str(tmp_path / "nowhere")]) == 2
+
+
 RSS_SCRIPT = """
 import json, sys, threading, time
 peak = [0]

@@ -106,6 +106,30 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_cache(args: argparse.Namespace) -> int:
+    from .data.folders import clear_caches, list_caches
+    from .data.sources import data_dir
+
+    folder = Path(args.folder) if args.folder else None
+    if folder is not None and not folder.expanduser().is_dir() and not args.clear:
+        raise UserError(f"{args.folder} is not a folder; give an image folder, or nothing to list every cache")
+    entries = clear_caches(folder) if args.clear else list_caches(folder)
+    where = f"of {args.folder} " if folder is not None else ""
+    if not entries:
+        print(f"no image-folder caches {where}in {data_dir() / 'folders'}")
+        return 0
+    for e in entries:
+        what = f"{e.images:,} images of {'x'.join(map(str, e.shape))}" if e.root else "incomplete or damaged"
+        print(f"{_size(e.bytes):>9}  {what:<28}  {e.root or '?'}  ({e.path.name})")
+    total = sum(e.bytes for e in entries)
+    print(f"{'removed' if args.clear else 'in all'}: {len(entries)} cache(s), {_size(total)}")
+    return 0
+
+
+def _size(n: int) -> str:
+    return next((f"{n / f:.1f} {u}" for f, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")) if n >= f), f"{n} B")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import load_config
     from .training.distributed import launch, under_torchrun
@@ -401,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("fetch", help="put a named dataset into the data directory ($RESNETLAB_DATA)")
     p.add_argument("dataset")
     p.set_defaults(func=cmd_data_fetch)
+    p = data.add_parser("cache", help="list image-folder caches with their size and source folder, or remove them")
+    p.add_argument("folder", nargs="?", help="only the caches built from this image folder")
+    p.add_argument("--clear", action="store_true", help="remove them (all of them, or the folder's)")
+    p.set_defaults(func=cmd_data_cache)
     return parser
 
 

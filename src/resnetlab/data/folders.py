@@ -20,10 +20,12 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -294,3 +296,45 @@ def _build(
         if old.name != array_name:
             old.unlink(missing_ok=True)  # a process still reading one keeps its memory map (POSIX)
     return index
+
+
+# ---------------------------------------------------------------------------------------------------
+# The caches on disk (`resnetlab data cache`)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path  # the cache directory
+    root: str | None  # the split folder it was built from (None: no readable index)
+    images: int
+    shape: tuple[int, ...]  # (H, W, C) of each cached image
+    bytes: int  # on disk, every file of the directory
+
+
+def list_caches(folder: Path | None = None) -> list[CacheEntry]:
+    """Every image-folder cache in the data directory, largest first; with `folder`, those built from it
+    (or from its train/val/test parts)."""
+    base = data_dir() / "folders"
+    entries = [_describe(d) for d in sorted(base.iterdir()) if d.is_dir()] if base.is_dir() else []
+    if folder is not None:
+        wanted = folder.expanduser().resolve()
+        entries = [e for e in entries if e.root is not None and wanted in (Path(e.root), *Path(e.root).parents)]
+    return sorted(entries, key=lambda e: -e.bytes)
+
+
+def clear_caches(folder: Path | None = None) -> list[CacheEntry]:
+    """Remove the caches `list_caches(folder)` names (a process still reading one keeps its memory map)."""
+    removed = list_caches(folder)
+    for entry in removed:
+        shutil.rmtree(entry.path, ignore_errors=True)
+    return removed
+
+
+def _describe(cache: Path) -> CacheEntry:
+    size = sum(f.stat().st_size for f in cache.iterdir() if f.is_file())
+    try:
+        index = json.loads((cache / "index.json").read_text())
+        shape = tuple(np.load(cache / index["array"], mmap_mode="r").shape)
+        return CacheEntry(cache, str(index["root"]), shape[0], shape[1:], size)
+    except (OSError, ValueError, KeyError, TypeError):
+        return CacheEntry(cache, None, 0, (), size)  # being built, or damaged: rebuilt when next read
