@@ -136,6 +136,36 @@ def test_data_cache_lists_a_folders_caches_with_size_and_source_and_clears_them(
     assert main(["data", "cache", str(tmp_path / "nowhere")]) == 2
 
 
+def small_folder(root, size: tuple[int, int], mode: str, per_class: int = 4):
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new(mode, size, 40 * i if mode == "L" else (40 * i, 90, 10)).save(root / c / f"{mode}{i}.png")
+    return root
+
+
+def test_a_folder_keeps_its_own_image_size_and_grey_stays_grey(tmp_path):
+    from resnetlab.data.folders import natural_shape
+
+    assert natural_shape(small_folder(tmp_path / "digits", (28, 28), "L"))[:2] == (28, 1)
+    assert natural_shape(small_folder(tmp_path / "wide", (40, 30), "RGB"))[:2] == (30, 3)
+    size, channels, line = natural_shape(small_folder(tmp_path / "photos", (640, 480), "RGB"))
+    assert (size, channels) == (224, 3) and "480 px, kept within 16..224" in line
+    assert natural_shape(small_folder(tmp_path / "digits", (28, 28), "RGB"))[1] == 3  # one colour image: RGB
+
+
+def test_training_on_a_grey_folder_records_the_size_it_chose_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
+    folder = small_folder(tmp_path / "digits", (20, 20), "L", per_class=10)
+    result = fit(load_config(None, ["model=resnet8", f"data={folder}", "epochs=1", "batch_size=4",
+                                    "output.tensorboard=false", f"out={tmp_path}"]))  # fmt: skip
+    said = capsys.readouterr().out
+    assert said.count("image size 20 x 20, grey: the median short side of 20 sampled images is 20 px") == 1
+    recorded = load_config(str(result.run_dir / "config.yaml"), [])
+    assert (recorded.data.image_size, recorded.data.channels) == (20, 1)
+    assert "images of 20x20x1" in said  # the run's own header: the data as trained on
+
+
 RSS_SCRIPT = """
 import json, sys, threading, time
 peak = [0]

@@ -137,6 +137,43 @@ def folder_parts(root: Path, *, image_size: int = 224, channels: int = 3) -> dic
     return {split: reader(split, d) if d is not None else None for split, d in dirs.items()}
 
 
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+NATURAL_SIZES = (16, 224)  # a folder's own image size is kept within these bounds (224: the ImageNet convention)
+
+
+def natural_shape(root: Path, sample: int = 200) -> tuple[int, int, str]:
+    """(image size, channels, a line saying why) that a folder's own images suggest: the median short side of
+    up to `sample` of its training images (read from their headers, not decoded), within NATURAL_SIZES, and
+    1 channel when every sampled image is grey."""
+    root = root.expanduser().resolve()
+    train_root = own_splits(root)["train"]
+    assert train_root is not None
+    classes = sorted(p.name for p in train_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files, _ = scan(train_root, classes)
+    sides, modes = [], set()
+    for rel, *_ in files[:: max(1, len(files) // sample)][:sample]:
+        try:
+            with Image.open(train_root / rel) as img:
+                sides.append(min(img.size))
+                modes.add(img.mode)
+        except Exception:  # noqa: BLE001 - an unreadable file is skipped (and reported) when the cache is built
+            continue
+    if not sides:
+        return 224, 3, "no readable image to measure: 224 x 224, RGB"
+    median = int(np.median(sides))
+    size = min(max(median, NATURAL_SIZES[0]), NATURAL_SIZES[1])
+    channels = 1 if modes <= GREY_MODES else 3
+    bounded = f", kept within {NATURAL_SIZES[0]}..{NATURAL_SIZES[1]}" if size != median else ""
+    return (
+        size,
+        channels,
+        (
+            f"image size {size} x {size}, {'grey' if channels == 1 else 'RGB'}: the median short side of {len(sides)} "
+            f"sampled images is {median} px{bounded} (set data.image_size / data.channels for another)"
+        ),
+    )
+
+
 def _cached(class_root: Path, classes: list[str], size: int, channels: int, shown_as: str, split: str) -> Dataset:
     files, skipped = scan(class_root, classes)
     fingerprint = hashlib.sha1(json.dumps([CACHE_VERSION, classes, files, skipped]).encode()).hexdigest()

@@ -34,8 +34,9 @@ class DataConfig:
     path: str = ""  # explicit location of a named dataset's files
     val_fraction: float = 0.1  # validate (select the best epoch) on this stratified part of train; 0: train on all
     split_seed: int = 0  # chooses the held-out images (and limit_* samples), independently of run.seed
-    image_size: int = 0  # image folders: square side (0: 224); named datasets keep their size
-    channels: int = 0  # image folders: 1 or 3 (0: 3)
+    image_size: int = 0  # image folders: square side (0: the folder's median short side, within 16..224, or
+    # the init weights' size); named datasets keep their size
+    channels: int = 0  # image folders: 1 or 3 (0: 1 where every image is grey, else 3; or the init weights')
     crop_padding: int = 4  # pad + random crop; 0 turns it off
     pad_mode: str = "zeros"
     hflip: str = "auto"  # "auto" follows the dataset (no flips for digits), or "true" / "false"

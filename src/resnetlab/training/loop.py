@@ -52,6 +52,7 @@ from .setup import (
     normalisation,
     weights_meta,
     with_absolute_data_path,
+    with_folder_shape,
     with_init_defaults,
 )
 from .signals import RunStopped, StopSignals
@@ -169,7 +170,9 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     if not is_main:
         log.setLevel(logging.ERROR)  # one voice: rank 0 reports, the others only fail
     init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and state is None else ({}, {})
-    cfg = with_absolute_data_path(with_init_defaults(cfg, init_meta))
+    cfg, chosen_shape = with_folder_shape(with_absolute_data_path(with_init_defaults(cfg, init_meta)))
+    if chosen_shape and is_main:
+        _say(cfg, chosen_shape)
 
     # Data first: a missing dataset fails before a run directory exists.
     splits = load_run_data(cfg)

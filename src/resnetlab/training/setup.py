@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..data import AugmentConfig, BatchLoader, Dataset, Splits, load_splits
+from ..data.folders import natural_shape
 from ..data.sources import NAMES, canonical
 from ..models import create_model, model_info
 from .config import TrainConfig
@@ -33,6 +34,20 @@ def load_run_data(cfg: TrainConfig, need: tuple[str, ...] = ("train", "val", "te
         limit_val=d.limit_val,
         need=need,
     )
+
+
+def with_folder_shape(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """An image folder without data.image_size / data.channels keeps its images' own size and channels (see
+    folders.natural_shape); the config records the choice, so that resume, eval and predict keep it. Returns
+    the config and a line saying what was chosen ("" when nothing was)."""
+    d = cfg.data
+    folder = Path(d.name).expanduser()
+    if (d.image_size and d.channels) or canonical(d.name) in NAMES or not folder.is_dir():
+        return cfg, ""
+    if any("idx3" in p.name for p in folder.iterdir()):
+        return cfg, ""  # IDX files keep their native size
+    size, channels, line = natural_shape(folder)
+    return replace(cfg, data=replace(d, image_size=d.image_size or size, channels=d.channels or channels)), line
 
 
 def with_absolute_data_path(cfg: TrainConfig) -> TrainConfig:
