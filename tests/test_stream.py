@@ -197,7 +197,7 @@ print(json.dumps({"training": training, "reading": peak[0], "seen": seen, "cache
 
 
 @pytest.mark.slow
-def test_training_from_a_cache_three_times_larger_than_its_memory_keeps_anonymous_memory_bounded(tmp_path):
+def test_building_training_on_and_reading_a_3_gb_cache_keeps_the_process_own_memory_under_half_of_it(tmp_path):
     import json
     import os
     import shutil

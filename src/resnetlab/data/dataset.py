@@ -41,12 +41,17 @@ class Rows:
         self.rows = np.asarray(rows, np.int64)  # (N,) positions in `base`
         self.dtype = base.dtype
         self.shape = (len(self.rows), *base.shape[1:])
+        self.ndim = base.ndim
         self.nbytes = len(self.rows) * int(np.prod(base.shape[1:], dtype=np.int64)) * base.itemsize
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key):  # noqa: ANN001 - an int, a slice or an index array, as for an ndarray
+    def __getitem__(self, key):  # noqa: ANN001 - what indexes an ndarray: an int, a slice, an array, a tuple
+        if isinstance(key, tuple):  # the first part picks images, the rest indexes within them
+            if any(k is Ellipsis or k is None for k in key[:1]):
+                return np.asarray(self)[key]
+            return self.base[self.rows[key[0]]][(slice(None), *key[1:]) if np.ndim(self.rows[key[0]]) else key[1:]]
         return self.base[self.rows[key]]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:  # noqa: ANN001 - numpy's protocol
@@ -65,7 +70,7 @@ def channel_stats(images: np.ndarray | Rows, limit: int = 5000, chunk: int = 64)
     """Per-channel mean and std on the [0, 1] scale of every k-th image (at most `limit` of them), read `chunk`
     images at a time: memory stays at one chunk whatever the image size (5,000 ImageNet-sized images in
     float32 would be 3 GB)."""
-    picked = np.arange(0, len(images), max(1, len(images) // limit))
+    picked = np.arange(0, len(images), max(1, -(-len(images) // limit)))  # every ceil(n / limit)-th image
     total = np.zeros(images.shape[-1])
     squares = np.zeros(images.shape[-1])
     for start in range(0, len(picked), chunk):

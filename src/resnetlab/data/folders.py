@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -245,6 +247,52 @@ def _array_problem(path: Path, index: dict) -> str | None:
     return None
 
 
+def _cut_rows(path: Path, rows: int) -> None:
+    """Keep the first `rows` rows of an .npy file in place: rewrite its header's shape and truncate. (numpy
+    pads headers so that the shape can change length in place; if it ever could not, the rows are copied.)"""
+    fmt = np.lib.format
+    with open(path, "r+b") as f:
+        version = fmt.read_magic(f)
+        read, write = (
+            (fmt.read_array_header_1_0, fmt.write_array_header_1_0)
+            if version == (1, 0)
+            else (fmt.read_array_header_2_0, fmt.write_array_header_2_0)
+        )
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+        new_shape = (rows, *shape[1:])
+        header = io.BytesIO()
+        write(header, {"descr": fmt.dtype_to_descr(dtype), "fortran_order": fortran, "shape": new_shape})
+        if len(header.getvalue()) == offset:
+            f.seek(0)
+            f.write(header.getvalue())
+            f.truncate(offset + int(np.prod(new_shape)) * dtype.itemsize)
+            return
+    old = np.load(path, mmap_mode="r")
+    copy = path.with_name(path.name + ".cut")
+    try:
+        packed = np.lib.format.open_memmap(copy, mode="w+", dtype=dtype, shape=new_shape)
+        for start in range(0, rows, BUILD_CHUNK):
+            packed[start : start + BUILD_CHUNK] = old[start : min(start + BUILD_CHUNK, rows)]
+        packed.flush()
+        del packed, old
+        os.replace(copy, path)
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+def _sweep_stale(cache: Path, age_s: float = 3600.0) -> None:
+    """Remove temporary files that builders killed mid-way (SIGKILL, a power cut) left behind: those not written
+    to for an hour (a live builder writes to its own every few seconds)."""
+    now = time.time()
+    for stale in cache.glob(".images-*.tmp*"):
+        try:
+            if now - stale.stat().st_mtime > age_s:
+                stale.unlink()
+        except OSError:
+            pass
+
+
 @contextlib.contextmanager
 def _scratch(cache: Path, array_name: str) -> Iterator[Path]:
     """A temporary file name of this process's own in `cache`, removed afterwards unless renamed into place."""
@@ -280,11 +328,12 @@ def _build(
     skipped = list(skipped)  # the scan's, then the files that would not decode
     array_name = f"images-{fingerprint[:16]}.npy"  # a name per content: a concurrent builder writes the same bytes
     shape = (size, size, channels)
-    with _scratch(cache, array_name) as every, _scratch(cache, array_name) as kept_only:
+    _sweep_stale(cache)
+    with _scratch(cache, array_name) as scratch:
         # Decoded a chunk at a time straight into the memory-mapped file, so that a folder larger than memory
-        # never sits in it; rows of unreadable files are dropped at the end.
-        array = np.lib.format.open_memmap(every, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
-        readable = np.zeros(len(files), dtype=bool)
+        # never sits in it; readable images are packed from the front, and the file is cut to them at the end.
+        array = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+        good: list[tuple[str, int, int, int]] = []
         with (
             ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool,  # Pillow decodes without the GIL
             tqdm(total=len(files), unit="img", desc=f"caching {class_root.name}", disable=None, leave=False) as bar,
@@ -292,26 +341,21 @@ def _build(
             for start in range(0, len(files), BUILD_CHUNK):
                 chunk = files[start : start + BUILD_CHUNK]
                 decoded = pool.map(lambda entry: read_image(class_root / entry[0], size, channels), chunk)
-                for i, (entry, result) in enumerate(zip(chunk, decoded), start):
+                for entry, result in zip(chunk, decoded):
                     if isinstance(result, str):
                         skipped.append((entry[0], result))
                     else:
-                        array[i], readable[i] = result, True
+                        array[len(good)] = result
+                        good.append(entry)
                 bar.update(len(chunk))
-        good = [entry for entry, ok in zip(files, readable) if ok]
         if not good:
             raise UserError(f"none of the {len(files)} image files in {class_root} could be read ({skipped[-1][1]})")
-        if len(good) < len(files):
-            rows = np.flatnonzero(readable)
-            compact = np.lib.format.open_memmap(kept_only, mode="w+", dtype=np.uint8, shape=(len(good), *shape))
-            for start in range(0, len(rows), BUILD_CHUNK):
-                compact[start : start + BUILD_CHUNK] = array[rows[start : start + BUILD_CHUNK]]
-            del array
-            array, every = compact, kept_only
         array.flush()
-        mean, std = channel_stats(array)
         del array
-        os.replace(every, cache / array_name)
+        if len(good) < len(files):
+            _cut_rows(scratch, len(good))
+        mean, std = channel_stats(np.load(scratch, mmap_mode="r"))
+        os.replace(scratch, cache / array_name)
     index = {
         "fingerprint": fingerprint,
         "root": str(class_root),
@@ -323,7 +367,7 @@ def _build(
         "std": std,
         "array": array_name,
         "bytes": (cache / array_name).stat().st_size,
-        "crc32": _crc32(cache / array_name),
+        "crc32": _crc32(cache / array_name) if (cache / array_name).stat().st_size <= VERIFY_BYTES else None,
     }
     # File names are whatever bytes the file system allows: written back as those bytes (surrogateescape).
     listing = "".join(f"{p}\t{reason}\n" for p, reason in skipped).encode("utf-8", "surrogateescape")

@@ -189,7 +189,7 @@ class BatchLoader:
         if pixels is None:
             x = self.images[idx]  # type: ignore[index]  # (B, C, H, W) uint8
         else:
-            x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+            x = pixels.to(self.device, non_blocking=self.host.pin).permute(0, 3, 1, 2).contiguous()  # type: ignore[union-attr]
         y = self.labels[idx]
         a = self.augment
         if a.crop_padding or a.hflip:

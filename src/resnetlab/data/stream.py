@@ -1,10 +1,10 @@
-"""Images too large to hold: read each batch's rows from the memory-mapped cache, one batch ahead.
+"""Images too large to hold: read each batch's rows from the memory-mapped cache, up to two batches ahead.
 
 The loader keeps a dataset whole on the training device when it fits (the fastest path: a batch is one
 gather on the device). When it does not, the images stay in the cache file, mapped into memory: a batch is
 the rows its plan names, read in file order (the page cache, not the process, holds what was read), pinned
 where the device is a GPU so that the copy does not block, and prepared by a background thread while the
-current batch trains. The epoch plan is the same either way, so the batches are bit-identical.
+current batch trains (up to two batches ahead). The epoch plan is the same either way, so the batches are bit-identical.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -48,12 +49,16 @@ def memory_available() -> int:
 def residency(images: np.ndarray | Rows, device: torch.device, stream: str = "auto") -> Residency:
     """Hold the images whole or stream them: `stream` is "auto" (by size), "true" or "false"."""
     size = _gb(images.nbytes)
-    if mapped(images) is None and stream != "true":
-        return Residency(True, f"{size} in memory")  # read whole already (IDX, CIFAR): nothing to stream from
+    if mapped(images) is None:  # read whole already (IDX, CIFAR): there is no file to stream from
+        if stream != "true":
+            return Residency(True, f"{size} in memory")
+        return Residency(False, f"{size} in memory, each batch copied to the device in turn (stream=true)")
     if stream in ("true", "false"):
         held = stream == "false"
         return Residency(held, f"{size}, {'held whole' if held else 'streamed from the cache'} (stream={stream})")
-    budgets = [("memory available", memory_available())]
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: each holds its own copy
+    budgets = [("memory available" + (f" to each of {processes} processes" if processes > 1 else ""),
+                memory_available() // processes)]  # fmt: skip
     if device.type == "cuda":
         budgets.append(("free GPU memory", torch.cuda.mem_get_info(device)[0]))
     for what, free in budgets:
@@ -73,10 +78,9 @@ class HostImages:
 
     def __init__(self, images: np.ndarray | Rows, pin: bool) -> None:
         base, self.rows = mapped(images) or (np.asarray(images), None)
-        if isinstance(base, np.memmap) and not base.flags.writeable:
-            # Copy-on-write mapping of the same file: torch wants writable memory, nothing is ever written.
-            base = np.memmap(base.filename, base.dtype, "c", base.offset, base.shape, order="C")
-        self.base = torch.from_numpy(base)
+        with warnings.catch_warnings():  # a read-only map: torch warns it cannot write to it, and it never does
+            warnings.simplefilter("ignore", UserWarning)
+            self.base = torch.from_numpy(base)  # the very mapping the dataset holds (its file may be gone since)
         self.pin = pin
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:

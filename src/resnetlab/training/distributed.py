@@ -18,19 +18,21 @@ from __future__ import annotations
 import copy
 import gc
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     from .config import TrainConfig
 
 BACKENDS = ("auto", "gloo", "nccl")
+T = TypeVar("T")
 RUN_ID_FILE = ".torchrun-id"  # in a run directory: the torchrun job that started it
 
 
@@ -75,6 +77,23 @@ class World:
         dist.gather_object(obj, out, dst=0)
         return out
 
+    def main_first(self, work: Callable[[], T]) -> T:
+        """work() on rank 0, then on the others: what rank 0 builds (an image-folder cache) the others reuse,
+        instead of N processes decoding the same folder at once. A UserError on rank 0 stops every rank (rank 0
+        alone says it), rather than leaving them waiting."""
+        if self.size == 1:
+            return work()
+        result: T | None = None
+        failure: UserError | None = None
+        if self.is_main:
+            try:
+                result = work()
+            except UserError as err:
+                failure = err
+        if self.agree(1.0 if failure else 0.0)[0]:
+            raise failure or UserError("rank 0 could not load the data (it says why)")
+        return result if self.is_main else work()  # type: ignore[return-value]
+
     def leave(self, together: bool = True) -> None:
         """Destroy the process group this module created.
 
@@ -86,7 +105,10 @@ class World:
             return
         if together and self.size > 1:
             gc.collect()
-            dist.barrier()
+            try:
+                dist.barrier()
+            except Exception:  # noqa: BLE001 - a peer failed on its way out: this rank's own outcome stands
+                pass
         dist.destroy_process_group()
 
 

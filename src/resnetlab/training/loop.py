@@ -19,9 +19,11 @@ import logging
 import math
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -161,7 +163,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     world, device = join(cfg.run.backend, resolve_device(cfg.run.device))
-    leaving.push(lambda kind, *_: world.leave(together=kind is None or issubclass(kind, RunStopped)))
+    leaving.push(lambda kind, _, tb: _leave(world, kind, tb))
     if cfg.run.sync_bn and device.type != "cuda":
         raise UserError("run.sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
     precision = choose_precision(cfg.run.precision, cfg.run.channels_last, device)
@@ -175,7 +177,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         _say(cfg, chosen_shape)
 
     # Data first: a missing dataset fails before a run directory exists.
-    splits = load_run_data(cfg)
+    splits = world.main_first(lambda: load_run_data(cfg))  # rank 0 builds a folder's cache, the others reuse it
     train_data = splits.train
     assert train_data is not None
     if state is not None:
@@ -463,6 +465,15 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     if not is_main:
         return RunResult(run_dir, {}, rows)  # rank 0 writes the summary
     return _finish(ctx, rows, best, scores, time.perf_counter() - wall_start)
+
+
+def _leave(world: World, kind: type[BaseException] | None, tb: TracebackType | None) -> None:
+    """Leave the process group: together after a finished run or a stop every rank agreed on (a signal, a loss
+    that is not finite); at once after an error, as a peer may be gone."""
+    agreed = kind is None or issubclass(kind, RunStopped | TrainingDiverged)
+    if tb is not None and agreed:
+        traceback.clear_frames(tb)  # the frames hold the model, and DistributedDataParallel holds the group
+    world.leave(together=agreed)
 
 
 def diverged(loss: float, epoch: int, step: int, optimizer: torch.optim.Optimizer, run_dir: Path | None) -> Exception:
