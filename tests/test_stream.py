@@ -24,7 +24,9 @@ def mapped_dataset(tmp_path, n: int = 100, size: int = 12) -> Dataset:
     return Dataset(images, rng.integers(0, 4, n), list("abcd"), info, "train", "test")
 
 
-AUGMENT = AugmentConfig(crop_padding=2, hflip=True, cutout=4, mixup=0.4, cutmix=1.0)
+AUGMENT = AugmentConfig(
+    crop_padding=2, hflip=True, cutout=4, mixup=0.4, cutmix=1.0, brightness=0.3, hue=0.1, grey=0.2, erase=0.5
+)
 
 
 @pytest.mark.parametrize("world", [1, 2])

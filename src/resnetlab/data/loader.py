@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .dataset import Dataset
+from .photo import PhotoDraws, colour, draw, erase
 from .stream import HostImages, ahead, residency
 
 PAD_MODES = ("zeros", "reflect")
@@ -41,12 +42,29 @@ class AugmentConfig:
     cutout: int = 0  # side of a square set to the mean at a random place (DeVries & Taylor 2017)
     mixup: float = 0.0  # Beta(alpha, alpha) mixing of image pairs and their labels (Zhang et al. 2018)
     cutmix: float = 0.0  # Beta(alpha, alpha) box pasted from a paired image (Yun et al. 2019)
+    # Photos (photo.py): colour jitter spans as torchvision's ColorJitter, greyscale and erasing probabilities.
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0  # <= 0.5: a turn of up to this fraction of the colour circle
+    grey: float = 0.0
+    erase: float = 0.0
+
+    @property
+    def jitter(self) -> tuple[float, float, float, float]:
+        return (self.brightness, self.contrast, self.saturation, self.hue)
 
     def validate(self) -> None:
-        if self.crop_padding < 0 or self.cutout < 0 or self.mixup < 0 or self.cutmix < 0:
+        values = (self.crop_padding, self.cutout, self.mixup, self.cutmix, *self.jitter, self.grey, self.erase)
+        if any(v < 0 for v in values):
             raise UserError(f"augmentation values must be >= 0 (0 turns one off), got {self}")
         if self.pad_mode not in PAD_MODES:
             raise UserError(f"pad_mode={self.pad_mode!r} is unknown; use 'zeros' or 'reflect'")
+        if self.hue > 0.5:
+            raise UserError(f"hue={self.hue} turns colours by more than half a circle; use at most 0.5 (0.1 is usual)")
+        for name in ("grey", "erase"):
+            if getattr(self, name) > 1:
+                raise UserError(f"{name}={getattr(self, name)} is a probability; use a value in [0, 1]")
 
 
 @dataclass
@@ -60,6 +78,7 @@ class EpochPlan:
     mix_lams: np.ndarray  # (batches,) mixing weight of each batch (1.0: no mixing)
     mix_kinds: np.ndarray  # (batches,) 0 none, 1 mixup, 2 cutmix
     mix_boxes: np.ndarray  # (batches, 2) cutmix box centre (cy, cx)
+    photo: PhotoDraws  # colour factors, greyscale flags, erasing boxes (rows as `order`)
 
 
 class BatchLoader:
@@ -158,7 +177,9 @@ class BatchLoader:
         alphas = np.where(kinds == 1, a.mixup, a.cutmix)
         lams = np.where(kinds > 0, rng.beta(np.maximum(alphas, 1e-6), np.maximum(alphas, 1e-6)), 1.0)
         boxes = np.stack([rng.integers(0, h, batches), rng.integers(0, w, batches)], 1)
-        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes)
+        photo = draw(n, gen, h, w, *a.jitter, a.grey, a.erase)  # drawn after the others: their values stay
+        photo = PhotoDraws(photo.jitter[: len(order)], photo.grey[: len(order)], photo.erase[: len(order)])
+        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, from `start_batch` on (to resume mid-epoch)."""
@@ -196,9 +217,15 @@ class BatchLoader:
             x = crop_and_flip(
                 x, plan.offsets[rows].to(self.device), plan.flips[rows].to(self.device), a.crop_padding, a.pad_mode
             )
-        x = x.float().mul_(self.scale).add_(self.bias)  # to float and normalised in one pass
+        if any(a.jitter) or a.grey:  # colour works on [0, 1]; then normalise
+            x = colour(x.float().div_(255.0), plan.photo.jitter[rows], plan.photo.grey[rows], a.jitter)
+            x = x.mul_(self.scale * 255.0).add_(self.bias)
+        else:
+            x = x.float().mul_(self.scale).add_(self.bias)  # to float and normalised in one pass
         if a.cutout:
             x = cutout(x, plan.cutout_centres[rows].to(self.device), a.cutout)
+        if a.erase:
+            x = erase(x, plan.photo.erase[rows])
         if plan.mix_kinds[b] if len(plan.mix_kinds) else 0:
             x, y = mix(x, y, self.num_classes, float(plan.mix_lams[b]), int(plan.mix_kinds[b]), plan.mix_boxes[b])
         if self.channels_last:

@@ -43,6 +43,12 @@ class DataConfig:
     cutout: int = 0
     mixup: float = 0.0
     cutmix: float = 0.0
+    brightness: float = 0.0  # colour jitter, as torchvision's ColorJitter: factors in [1 - b, 1 + b]
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0  # up to this fraction of a turn of the colour circle (<= 0.5)
+    grey: float = 0.0  # probability of turning an image grey (RGB data)
+    erase: float = 0.0  # probability of random erasing (Zhong et al. 2017): a box of 2-33% of the area
     stream: str = "auto"  # image-folder caches: "auto" holds one whole when it takes <= 1/4 of free memory, else
     # reads each batch from the memory-mapped cache; "true" / "false" force it (the batches are the same)
     limit_train: int = 0  # use a stratified, seeded sample of N training images (0: all)

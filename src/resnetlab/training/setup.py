@@ -71,7 +71,10 @@ def make_loader(
 ) -> BatchLoader:
     d = cfg.data
     hflip = data.info.hflip if d.hflip == "auto" else d.hflip == "true"
-    augment = AugmentConfig(d.crop_padding, d.pad_mode, hflip, d.cutout, d.mixup, d.cutmix)
+    augment = AugmentConfig(
+        d.crop_padding, d.pad_mode, hflip, d.cutout, d.mixup, d.cutmix,
+        d.brightness, d.contrast, d.saturation, d.hue, d.grey, d.erase,
+    )  # fmt: skip
     return BatchLoader(
         data,
         cfg.optim.batch_size,

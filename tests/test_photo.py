@@ -1,0 +1,89 @@
+"""Photo augmentations (colour jitter, greyscale, random erasing): each within its stated range, drawn per image
+in the seeded epoch plan (the same on a second loader and from a batch in the middle), off at 0."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from resnetlab.data import AugmentConfig, BatchLoader, Dataset, DatasetInfo
+from resnetlab.data.photo import ERASE_RATIO, ERASE_SCALE, luma, turn_hue
+from resnetlab.errors import UserError
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def flat(n: int = 512, size: int = 16, rgb=(120, 60, 180)) -> Dataset:
+    """Every image one colour: a colour operation's effect is read off one pixel."""
+    images = np.broadcast_to(np.array(rgb, np.uint8), (n, size, size, 3)).copy()
+    info = DatasetInfo("flat", MEAN, STD, (3, size, size), ("a", "b"), True)
+    return Dataset(images, np.arange(n) % 2, ["a", "b"], info, "train", "test")
+
+
+def pixels(augment: AugmentConfig, data: Dataset | None = None, batch: int = 512) -> torch.Tensor:
+    """(B, 3, H, W) images back on the [0, 1] scale."""
+    loader = BatchLoader(data or flat(), batch, train=True, augment=augment, mean=MEAN, std=STD, seed=1)
+    x, _ = next(loader.epoch(0))
+    return x * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+
+
+def test_brightness_scales_each_image_by_a_factor_drawn_in_its_range():
+    before = torch.tensor([120, 60, 180]) / 255.0
+    factors = pixels(AugmentConfig(brightness=0.4))[:, :, 0, 0] / before  # (B, 3); 180 * 1.4 < 255: no clipping
+    assert torch.allclose(factors, factors[:, :1].expand_as(factors), atol=1e-4)  # the same on every channel
+    assert 0.6 - 1e-4 <= factors.min() < 0.65 and 1.35 < factors.max() <= 1.4 + 1e-4  # spread over [0.6, 1.4]
+
+
+def test_saturation_and_hue_keep_each_pixels_grey_and_greyscale_turns_about_the_share_asked():
+    grey_before = luma((torch.tensor([120, 60, 180]) / 255.0).view(1, 3, 1, 1))
+    for augment in (AugmentConfig(saturation=0.5), AugmentConfig(hue=0.3)):
+        x = pixels(augment)
+        assert torch.allclose(luma(x), grey_before.expand_as(luma(x)), atol=2e-3), augment
+        assert x[:, :, 0, 0].std(0).sum() > 0.05  # and the colours did change
+    x = pixels(AugmentConfig(grey=0.3))[:, :, 0, 0]
+    turned = (x.max(1).values - x.min(1).values) < 1e-4
+    assert abs(turned.float().mean().item() - 0.3) < 3 * math.sqrt(0.3 * 0.7 / 512)  # within 3 sigma
+
+
+def test_a_full_turn_of_hue_is_the_identity_and_half_a_turn_is_not():
+    x = torch.rand(4, 3, 5, 5)
+    assert torch.allclose(turn_hue(x, torch.ones(4)), x, atol=1e-5)
+    assert not torch.allclose(turn_hue(x, torch.full((4,), 0.5)), x, atol=1e-2)
+
+
+def test_random_erasing_boxes_have_the_stated_area_and_shape_and_appear_at_the_stated_rate():
+    size = 64
+    x = pixels(AugmentConfig(erase=0.5), flat(size=size, rgb=(250, 250, 250)))
+    erased = (x - torch.tensor(MEAN).view(1, 3, 1, 1)).abs().sum(1) < 1e-4  # (B, H, W): set to the mean
+    hit = erased.flatten(1).any(1)
+    assert abs(hit.float().mean().item() - 0.5) < 3 * math.sqrt(0.25 / 512)
+    for box in erased[hit]:
+        rows, cols = box.any(1).nonzero(), box.any(0).nonzero()
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert box.sum() == h * w  # one rectangle
+        assert ERASE_SCALE[0] * 0.8 <= h * w / size**2 <= ERASE_SCALE[1] * 1.2
+        assert ERASE_RATIO[0] * 0.7 <= h / w <= ERASE_RATIO[1] / 0.7 or min(h, w) in (1, size)
+
+
+def test_the_draws_are_per_image_seeded_and_the_same_from_a_batch_in_the_middle():
+    data = Dataset(np.random.default_rng(0).integers(0, 256, (96, 12, 12, 3), dtype=np.uint8), np.arange(96) % 2,
+                   ["a", "b"], flat().info, "train", "test")  # fmt: skip
+    augment = AugmentConfig(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1, grey=0.2, erase=0.5, hflip=True)
+
+    def loader() -> BatchLoader:
+        return BatchLoader(data, 16, train=True, augment=augment, seed=4)
+
+    whole = list(loader().epoch(2))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(whole, loader().epoch(2), strict=True))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(whole[3:], loader().epoch(2, 3), strict=True))
+    assert not torch.equal(whole[0][0], next(loader().epoch(3))[0])  # another epoch, other draws
+    off = BatchLoader(data, 16, train=True, augment=AugmentConfig(hflip=True), seed=4)
+    on = BatchLoader(data, 16, train=True, augment=AugmentConfig(hflip=True, grey=0.0, brightness=0.0), seed=4)
+    assert torch.equal(next(off.epoch(0))[0], next(on.epoch(0))[0])  # 0 is off: the old batches exactly
+
+
+@pytest.mark.parametrize("bad", [dict(hue=0.6), dict(grey=1.5), dict(erase=-0.1), dict(brightness=-1.0)])
+def test_impossible_augmentation_values_are_a_clear_error(bad):
+    with pytest.raises(UserError, match="hue|probability|>= 0"):
+        BatchLoader(flat(8), 4, train=True, augment=AugmentConfig(**bad))
