@@ -87,3 +87,32 @@ def test_the_draws_are_per_image_seeded_and_the_same_from_a_batch_in_the_middle(
 def test_impossible_augmentation_values_are_a_clear_error(bad):
     with pytest.raises(UserError, match="hue|probability|>= 0"):
         BatchLoader(flat(8), 4, train=True, augment=AugmentConfig(**bad))
+
+
+def test_flip_tta_scores_the_mean_of_an_image_and_its_mirror():
+    from resnetlab.training.loop import evaluate
+
+    torch.manual_seed(0)
+    data = Dataset(np.random.default_rng(1).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), np.arange(40) % 2,
+                   ["a", "b"], flat().info, "test", "test")  # fmt: skip
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
+    loader = BatchLoader(data, 16, train=False, mean=MEAN, std=STD)
+    got = evaluate(model, loader, torch.device("cpu"), None, 2, tta=True)
+    x = torch.cat([b for b, _ in loader.epoch(0)])
+    y = torch.as_tensor(data.labels)
+    probs = (model(x).softmax(1) + model(x.flip(3)).softmax(1)) / 2
+    assert abs(got["loss"] - torch.nn.functional.nll_loss(probs.log(), y).item()) < 1e-5
+    assert got["top1"] == (probs.argmax(1) == y).sum().item() / len(y)
+
+
+def test_a_run_with_flip_tta_reports_it_beside_the_plain_figure_and_refuses_it_where_mirrors_mislead(tmp_path):
+    from resnetlab.training import load_config
+    from resnetlab.training.loop import fit
+
+    settings = ["model=resnet8", "data=synthetic", "limit_train=256", "epochs=1", "batch_size=32", "quiet=true",
+                "output.tensorboard=false", f"out={tmp_path}", "tta=flip"]  # fmt: skip
+    summary = fit(load_config(None, [*settings, "name=tta"])).summary
+    assert 0 <= summary["test_top1_tta"] <= 1 and "test_top1" in summary and "test_top5_tta" in summary
+    with pytest.raises(UserError, match="tta=flip scores mirror images"):
+        fit(load_config(None, [*settings, "data.hflip=false", "name=refused"]))
+    assert not (tmp_path / "refused").exists()

@@ -180,7 +180,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     opts = key_values(
         args.settings,
-        {"data": str, "split": str, "batch_size": int, "device": str, "limit": int, "out": str, "val_fraction": float},
+        {
+            "data": str,
+            "split": str,
+            "batch_size": int,
+            "device": str,
+            "limit": int,
+            "out": str,
+            "val_fraction": float,
+            "tta": str,
+        },  # fmt: skip
     )
     out = opts.pop("out", None)
     result = evaluate(args.weights, **opts)
@@ -374,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         "settings",
         nargs="*",
         help="split=test|val|train (val and train: the run's own split, rebuilt from its record) data=NAME|PATH "
-        "batch_size=256 device=auto limit=N out=cm.png",
+        "batch_size=256 device=auto limit=N out=cm.png tta=none|flip",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)

@@ -170,9 +170,11 @@ def evaluate(
     device: str = "auto",
     precision: str = "auto",
     limit: int = 0,
+    tta: str = "none",
     **data_options: Any,
 ) -> dict[str, Any]:
-    """Top-1, top-5, per-class accuracy and confusion matrix of a trained model on a dataset split.
+    """Top-1, top-5, per-class accuracy and confusion matrix of a trained model on a dataset split
+    (`tta="flip"`: each image scored by the mean of its and its mirror image's class probabilities).
 
     On the data it was trained on, the split is the run's own, rebuilt from the settings recorded in the
     weights: split="val" scores exactly the images the run held out (and selected on), split="train" those
@@ -235,6 +237,11 @@ def evaluate(
         raise UserError(
             f"{name} has classes {dataset.classes[:4]}...; the model was trained on {meta['classes'][:4]}..."
         )
+    if tta not in ("none", "flip"):
+        raise UserError(f"tta={tta!r} is unknown; use none or flip")
+    if tta == "flip" and not dataset.info.hflip:
+        raise UserError(f"tta=flip scores mirror images, but {dataset.info.name} means something else mirrored; "
+                        "use tta=none")  # fmt: skip
     dev = resolve_device(device)
     dtype, channels_last = resolve_precision(precision, "auto", dev)
     model.to(dev)
@@ -249,11 +256,11 @@ def evaluate(
         device=dev,
         channels_last=channels_last,
     )
-    result = evaluate_loader(model, loader, dev, dtype, len(dataset.classes))
+    result = evaluate_loader(model, loader, dev, dtype, len(dataset.classes), tta=tta == "flip")
     result["classes"] = list(dataset.classes)
     shown = Path(name).name if Path(name).exists() else name
     own = ", the run's own split" if own_split and split != "test" else ""
-    result["dataset"] = f"{shown} ({split}, {len(dataset):,} images{own})"
+    result["dataset"] = f"{shown} ({split}, {len(dataset):,} images{own}{', flip TTA' if tta == 'flip' else ''})"
     result["split"] = split
     result["notes"] = notes
     return result

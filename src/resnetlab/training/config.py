@@ -49,6 +49,7 @@ class DataConfig:
     hue: float = 0.0  # up to this fraction of a turn of the colour circle (<= 0.5)
     grey: float = 0.0  # probability of turning an image grey (RGB data)
     erase: float = 0.0  # probability of random erasing (Zhong et al. 2017): a box of 2-33% of the area
+    tta: str = "none"  # "flip": also score the final split by averaging each image with its mirror (reported apart)
     stream: str = "auto"  # image-folder caches: "auto" holds one whole when it takes <= 1/4 of free memory, else
     # reads each batch from the memory-mapped cache; "true" / "false" force it (the batches are the same)
     limit_train: int = 0  # use a stratified, seeded sample of N training images (0: all)
@@ -159,6 +160,7 @@ SHORT_KEYS = {
     "resume": "output.resume",
     "init": "output.init",
     "stream": "data.stream",
+    "tta": "data.tta",
     "limit_train": "data.limit_train",
     "limit_val": "data.limit_val",
     "val_fraction": "data.val_fraction",
@@ -178,6 +180,7 @@ CHOICES = {
     "data.hflip": ("auto", "true", "false"),
     "data.pad_mode": ("zeros", "reflect"),
     "data.stream": ("auto", "true", "false"),
+    "data.tta": ("none", "flip"),
     "run.backend": ("auto", "gloo", "nccl"),
 }
 
@@ -277,6 +280,7 @@ ARITHMETIC_KEYS = (
 )
 DISPLAY_KEYS = (
     "data.stream",  # where the images are read from, not what they are
+    "data.tta",  # an extra figure at the end, nothing learned
     "run.quiet",
     "run.checkpoint_every",
     "run.checkpoint_minutes",

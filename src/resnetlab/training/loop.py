@@ -87,10 +87,12 @@ def evaluate(
     dtype: torch.dtype | None,
     num_classes: int,
     total: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Loss, top-1, top-5 and the confusion matrix (rows: true class) over every batch of `loader`.
 
-    Under several processes each scores its share of the images and `total` (World.sum) adds up the counts."""
+    Under several processes each scores its share of the images and `total` (World.sum) adds up the counts.
+    `tta`: score each image by the mean of its and its mirror image's class probabilities."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -102,7 +104,10 @@ def evaluate(
     for x, y in loader.epoch(0):
         with autocast(device, dtype):
             logits = model(x)
+            mirrored = model(x.flip(3)) if tta else None
         logits = logits.float()
+        if mirrored is not None:  # log of the mean probability: what cross-entropy and top-k then read
+            logits = ((logits.softmax(1) + mirrored.float().softmax(1)) / 2).log()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         ranked = logits.topk(k, 1).indices  # (B, k)
         top1 += (ranked[:, 0] == y).sum()
@@ -191,6 +196,11 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         raise UserError(
             f"batch_size={cfg.optim.batch_size} is larger than the {len(train_data):,} training images; "
             f"use at most {len(train_data)}"
+        )
+    if cfg.data.tta == "flip" and not train_loader.augment.hflip:
+        raise UserError(
+            f"tta=flip scores mirror images, but this run does not flip {train_data.info.name} (digits and letters "
+            "change meaning mirrored, or data.hflip=false); use tta=none"
         )
     # Per-epoch figures: on validation, which selects the best epoch; with nothing held out, on test, for
     # display only (nothing is selected on it: the last epoch is the result).
@@ -561,11 +571,14 @@ def final_scores(ctx: Finished, selected_epoch: int, rows: list[dict[str, Any]])
     classes = len(data.classes)
     scores = {"last": evaluate(ctx.eval_model, loader, ctx.device, ctx.precision.dtype, classes, world.sum)}
     scores["selected"] = scores["last"]
+    selected = ctx.eval_model
     if rows and selected_epoch != rows[-1]["epoch"]:
         selected = copy.deepcopy(ctx.eval_model)
         state = read_weights(ctx.run_dir / "best.safetensors")[0] if world.is_main else None
         selected.load_state_dict(world.broadcast(state))
         scores["selected"] = evaluate(selected, loader, ctx.device, ctx.precision.dtype, classes, world.sum)
+    if cfg.data.tta == "flip":  # reported beside the plain figure, never instead of it
+        scores["tta"] = evaluate(selected, loader, ctx.device, ctx.precision.dtype, classes, world.sum, tta=True)
     return scores
 
 
@@ -622,6 +635,8 @@ def _finish(
         )
         if scores["last"] is not chosen:
             summary[f"{prefix}_top1_last_epoch"] = scores["last"]["top1"]
+        if "tta" in scores:
+            summary.update({f"{prefix}_top1_tta": scores["tta"]["top1"], f"{prefix}_top5_tta": scores["tta"]["top5"]})
     summary.update(
         {
             "wall_s": wall,
@@ -646,6 +661,8 @@ def _finish(
         last = ""
         if scores["last"] is not chosen:
             last = f"; last epoch {100 * scores['last']['top1']:.2f}%"
+        if "tta" in scores:
+            last += f"; with flip TTA {100 * scores['tta']['top1']:.2f}%"
         note = " (the selection set: this data has no test split)" if final_split == "val" else ""
         _say(
             cfg,
