@@ -5,6 +5,9 @@ All do the same work per image (pad 4 + random crop, horizontal flip, to float, 
 uint8 images, in one run, on this machine's CPU. The streamed loader reads each batch's rows from an .npy
 file mapped into memory (after a warm-up epoch, so from the page cache, as a cache that fits the page cache
 is read in training), a background thread reading one batch ahead.
+Then the cost of a folder's cache: resnetlab building it (every core, JPEGs decoded in draft mode where the
+target is small) against a plain Pillow loop a user would write (open, convert, resize the short side and
+centre-crop, into one array), on the same photo-sized JPEGs.
 Run: .venv/bin/python benchmarks/data_speed.py
 """
 
@@ -53,6 +56,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--photos", type=int, default=2000, help="JPEGs for the cache-build comparison")
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, {args.images} images, batch {args.batch_size}, peer with {args.workers} workers")
@@ -93,6 +97,42 @@ def main() -> None:
             f"{label:<10} {ours_rate:>11,.0f} {streamed_rate:>15,.0f} {peer_rate:>18,.0f} "
             f"{ours_rate / peer_rate:>9.1f}x {streamed_rate / peer_rate:>13.1f}x"
         )
+
+    build_speed(args.photos)
+
+
+def build_speed(count: int) -> None:
+    """Images per second of building a folder's cache, resnetlab against a plain Pillow loop."""
+    import os
+
+    from PIL import ImageOps
+
+    from resnetlab.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    print(f"\ncache build: {count} JPEGs of 500x375 (quality 90), {os.cpu_count()} cores")
+    print(f"{'target':<8} {'resnetlab img/s':>16} {'Pillow loop img/s':>18} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        for i in range(count):
+            (folder / f"c{i % 4}").mkdir(parents=True, exist_ok=True)
+            coarse = rng.integers(0, 256, (15, 20, 3), dtype=np.uint8)  # smooth, photo-like content
+            Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC).save(folder / f"c{i % 4}" / f"{i}.jpg",
+                                                                                     quality=90)  # fmt: skip
+        files = sorted(folder.rglob("*.jpg"))
+        for size in (64, 224):
+            os.environ["RESNETLAB_DATA"] = str(Path(tmp) / f"cache{size}")
+            start = time.perf_counter()
+            load_dataset(str(folder), "train", image_size=size, val_fraction=0.0)
+            ours = count / (time.perf_counter() - start)
+            start = time.perf_counter()
+            out = np.empty((count, size, size, 3), np.uint8)
+            for i, path in enumerate(files):
+                with Image.open(path) as img:
+                    fitted = ImageOps.fit(img.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
+                    out[i] = np.asarray(fitted)
+            plain = count / (time.perf_counter() - start)
+            print(f"{size:<8} {ours:>16,.0f} {plain:>18,.0f} {ours / plain:>5.1f}x")
 
 
 if __name__ == "__main__":

@@ -229,6 +229,8 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
 
 def apply(cfg: TrainConfig, key: str, value: Any) -> None:
     """Set one dotted (or short) key, checking that it exists and that the value has the right type."""
+    if not isinstance(key, str):  # YAML allows any key (`? [1, 2]`, `?` alone is a null one)
+        raise ConfigError(f"config key {key!r} is not a name; keys are words such as epochs or optim.lr")
     dotted = SHORT_KEYS.get(key, key)
     if dotted.startswith("model.args."):  # free-form architecture arguments: checked when the model is built
         cfg.model.args[dotted.split(".", 2)[2]] = value
@@ -319,6 +321,8 @@ def from_dict(values: dict[str, Any], cfg: TrainConfig | None = None) -> TrainCo
     """Fill a TrainConfig from a nested mapping (a recipe or a saved config.yaml)."""
     cfg = cfg or TrainConfig()
     for section, entries in (values or {}).items():
+        if not isinstance(section, str):
+            raise ConfigError(f"config key {section!r} is not a name; keys are words such as epochs or optim.lr")
         if section not in {f.name for f in fields(TrainConfig)}:
             if not isinstance(entries, dict):  # a short key at the top level of a recipe
                 apply(cfg, section, entries)
