@@ -67,19 +67,21 @@ def mapped(images: np.ndarray | Rows) -> tuple[np.ndarray, np.ndarray | None] | 
 
 
 def channel_stats(images: np.ndarray | Rows, limit: int = 5000, chunk: int = 64) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the [0, 1] scale of every k-th image (at most `limit` of them), read `chunk`
-    images at a time: memory stays at one chunk whatever the image size (5,000 ImageNet-sized images in
-    float32 would be 3 GB)."""
+    """Per-channel mean and std on the [0, 1] scale of every k-th image (at most `limit` of them), exactly, from
+    a histogram of each channel's 256 levels built `chunk` images at a time: memory stays at one chunk of
+    uint8 whatever the image size, and counting levels is several times faster than float arithmetic."""
     picked = np.arange(0, len(images), max(1, -(-len(images) // limit)))  # every ceil(n / limit)-th image
-    total = np.zeros(images.shape[-1])
-    squares = np.zeros(images.shape[-1])
+    channels = images.shape[-1]
+    counts = np.zeros((channels, 256), np.int64)
     for start in range(0, len(picked), chunk):
-        block = np.asarray(images[picked[start : start + chunk]], np.float64) / 255.0
-        total += block.sum((0, 1, 2))
-        squares += np.square(block).sum((0, 1, 2))
-    count = len(picked) * int(np.prod(images.shape[1:3]))
-    mean = total / count
-    return mean.tolist(), np.sqrt(np.maximum(squares / count - mean**2, 0.0)).tolist()
+        block = np.asarray(images[picked[start : start + chunk]]).reshape(-1, channels)
+        for c in range(channels):
+            counts[c] += np.bincount(block[:, c], minlength=256)
+    levels = np.arange(256) / 255.0
+    total = counts.sum(1)
+    mean = counts @ levels / total
+    variance = counts @ levels**2 / total - mean**2
+    return mean.tolist(), np.sqrt(np.maximum(variance, 0.0)).tolist()
 
 
 @dataclass
