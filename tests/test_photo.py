@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from resnetlab.data import AugmentConfig, BatchLoader, Dataset, DatasetInfo
 from resnetlab.data.photo import ERASE_RATIO, ERASE_SCALE, luma, turn_hue
@@ -116,3 +117,26 @@ def test_a_run_with_flip_tta_reports_it_beside_the_plain_figure_and_refuses_it_w
     with pytest.raises(UserError, match="tta=flip scores mirror images"):
         fit(load_config(None, [*settings, "data.hflip=false", "name=refused"]))
     assert not (tmp_path / "refused").exists()
+
+
+def test_hflip_auto_never_flips_digits_and_flips_folders_unless_told_not_to(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from resnetlab.data import dataset_info, load_dataset
+    from resnetlab.training import load_config
+    from resnetlab.training.setup import make_loader
+
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
+    for c in ("a", "b"):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (12, 12), (i * 60, 20, 90)).save(tmp_path / "photos" / c / f"{i}.png")
+    photos = load_dataset(str(tmp_path / "photos"), "train", image_size=12, val_fraction=0.0)
+    digits = replace(photos, info=dataset_info("mnist"))
+
+    def flips(data: Dataset, setting: str) -> bool:
+        cfg = load_config(None, [f"data.hflip={setting}"])
+        return make_loader(cfg, data, True, torch.device("cpu"), False, MEAN, STD).augment.hflip
+
+    assert flips(photos, "auto") and not flips(digits, "auto")
+    assert not flips(photos, "false") and flips(digits, "true")  # the user's word wins either way
