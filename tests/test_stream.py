@@ -53,6 +53,9 @@ def test_a_part_of_a_memory_map_reads_nothing_until_asked(tmp_path):
     assert inner.images.shape == (2, 12, 12, 3) and inner.images.nbytes == 2 * 12 * 12 * 3
     assert np.array_equal(np.asarray(inner.images), whole.images[[7, 11]])
     assert np.array_equal(inner.images[1], whole.images[11]) and list(inner.positions()) == [7, 11]
+    picked = np.asarray(whole.images)[[7, 11]]
+    for key in [(Ellipsis, 0), (0, 0), (slice(0, 2), 1), (np.array([1, 0]), slice(None), 2), slice(1, 2), (), (None,)]:
+        assert np.array_equal(inner.images[key], picked[key]), key  # indexes like the array it stands for
     in_memory = Dataset(np.asarray(whole.images), whole.labels, whole.classes, whole.info, "train", "x")
     assert isinstance(in_memory.subset(np.array([1, 2]), "val", "x").images, np.ndarray)  # already read: copied
 

@@ -48,11 +48,13 @@ class Rows:
         return len(self.rows)
 
     def __getitem__(self, key):  # noqa: ANN001 - what indexes an ndarray: an int, a slice, an array, a tuple
-        if isinstance(key, tuple):  # the first part picks images, the rest indexes within them
-            if any(k is Ellipsis or k is None for k in key[:1]):
-                return np.asarray(self)[key]
-            return self.base[self.rows[key[0]]][(slice(None), *key[1:]) if np.ndim(self.rows[key[0]]) else key[1:]]
-        return self.base[self.rows[key]]
+        if not isinstance(key, tuple):
+            return self.base[self.rows[key]]
+        if not key or key[0] is Ellipsis or key[0] is None:
+            return np.asarray(self)[key]  # reads every row
+        first, rest = key[0], key[1:]  # the first part picks images, the rest indexes within them
+        picked = self.base[self.rows[first]]
+        return picked[(slice(None), *rest)] if np.ndim(self.rows[first]) else picked[rest]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:  # noqa: ANN001 - numpy's protocol
         whole = self.base[self.rows]
