@@ -140,3 +140,39 @@ def test_hflip_auto_never_flips_digits_and_flips_folders_unless_told_not_to(tmp_
 
     assert flips(photos, "auto") and not flips(digits, "auto")
     assert not flips(photos, "false") and flips(digits, "true")  # the user's word wins either way
+
+
+def test_random_resized_crop_boxes_have_the_area_and_aspect_asked_and_fit_the_image():
+    from resnetlab.data.photo import crop_boxes
+
+    boxes = crop_boxes(4000, torch.Generator().manual_seed(0), 40, 60, (0.08, 1.0), (3 / 4, 4 / 3))
+    top, left, h, w = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 40 + 1e-4).all() and (left + w <= 60 + 1e-4).all()
+    fits = (h < 40) & (w < 60)  # not clipped: the drawn area and aspect hold exactly
+    share, aspect = (h * w / (40 * 60))[fits], (w / h)[fits]
+    assert share.min() >= 0.08 - 1e-4 and share.max() <= 1 + 1e-4 and aspect.min() >= 0.75 - 1e-4
+    assert aspect.max() <= 4 / 3 + 1e-4 and fits.float().mean() > 0.5 and share.max() > 0.8 and share.min() < 0.1
+
+
+def test_a_resized_crop_of_the_whole_image_is_the_image_and_of_its_left_half_stretches_that_half():
+    from resnetlab.data.photo import resized_crops
+
+    ramp = torch.arange(16.0).repeat(2, 3, 16, 1)  # (2, 3, 16, 16): each column holds its index
+    whole = torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 2)
+    assert torch.allclose(resized_crops(ramp, whole, torch.tensor([False, False])), ramp, atol=1e-4)
+    mirrored = resized_crops(ramp, whole, torch.tensor([False, True]))
+    assert torch.allclose(mirrored[1], ramp[1].flip(2), atol=1e-4)
+    left = resized_crops(ramp, torch.tensor([[0.0, 0.0, 16.0, 8.0]] * 2), torch.tensor([False, False]))
+    assert left.min() >= 0 and left.max() <= 7.5 and left[0, 0, 0].diff().min() > 0  # the box [0, 8), widened
+
+
+def test_a_run_trains_with_random_resized_crops_and_refuses_an_impossible_scale(tmp_path):
+    from resnetlab.training import load_config
+    from resnetlab.training.loop import fit
+
+    settings = ["model=resnet8", "data=synthetic", "limit_train=128", "epochs=1", "batch_size=32", "quiet=true",
+                "output.tensorboard=false", f"out={tmp_path}"]  # fmt: skip
+    assert fit(load_config(None, [*settings, "data.crop_scale=[0.25, 1]", "name=rrc"])).summary["test_top1"] >= 0
+    with pytest.raises(UserError, match="crop_scale"):
+        fit(load_config(None, [*settings, "data.crop_scale=[0.5, 0.2]", "name=bad"]))
+    assert not (tmp_path / "bad").exists()

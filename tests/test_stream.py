@@ -29,13 +29,14 @@ AUGMENT = AugmentConfig(
 )
 
 
+@pytest.mark.parametrize("augment", [AUGMENT, AugmentConfig(crop_scale=(0.3, 1.0), hflip=True, saturation=0.4)])
 @pytest.mark.parametrize("world", [1, 2])
-def test_streamed_batches_are_the_held_batches_bit_for_bit(tmp_path, world):
+def test_streamed_batches_are_the_held_batches_bit_for_bit(tmp_path, world, augment):
     data = mapped_dataset(tmp_path).subset(np.arange(3, 97), "train", "a part")  # rows of the map, not a copy
     assert isinstance(data.images, Rows)
     for train in (True, False):
         for rank in range(world):
-            kw = dict(train=train, augment=AUGMENT, seed=3, rank=rank, world_size=world)
+            kw = dict(train=train, augment=augment, seed=3, rank=rank, world_size=world)
             held = BatchLoader(data, 16, stream="false", **kw)
             streamed = BatchLoader(data, 16, stream="true", **kw)
             assert held.residency.held and not streamed.residency.held

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .dataset import Dataset
-from .photo import PhotoDraws, colour, draw, erase
+from .photo import PhotoDraws, colour, crop_boxes, draw, erase, resized_crops
 from .stream import HostImages, ahead, residency
 
 PAD_MODES = ("zeros", "reflect")
@@ -49,6 +49,8 @@ class AugmentConfig:
     hue: float = 0.0  # <= 0.5: a turn of up to this fraction of the colour circle
     grey: float = 0.0
     erase: float = 0.0
+    crop_scale: tuple[float, ...] = ()  # (min, max) share of the area: random resized crops instead of pad-crop
+    crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)  # their width / height range (the ImageNet recipe's)
 
     @property
     def jitter(self) -> tuple[float, float, float, float]:
@@ -65,6 +67,11 @@ class AugmentConfig:
         for name in ("grey", "erase"):
             if getattr(self, name) > 1:
                 raise UserError(f"{name}={getattr(self, name)} is a probability; use a value in [0, 1]")
+        scale, ratio = self.crop_scale, self.crop_ratio
+        if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+            raise UserError(f"crop_scale={list(scale)} must be [min, max] with 0 < min <= max <= 1, e.g. [0.08, 1]")
+        if not (len(ratio) == 2 and 0 < ratio[0] <= ratio[1]):
+            raise UserError(f"crop_ratio={list(ratio)} must be [min, max] with 0 < min <= max, e.g. [0.75, 1.333]")
 
 
 @dataclass
@@ -79,6 +86,7 @@ class EpochPlan:
     mix_kinds: np.ndarray  # (batches,) 0 none, 1 mixup, 2 cutmix
     mix_boxes: np.ndarray  # (batches, 2) cutmix box centre (cy, cx)
     photo: PhotoDraws  # colour factors, greyscale flags, erasing boxes (rows as `order`)
+    crops: torch.Tensor | None  # (n, 4) random resized crop boxes (top, left, height, width), or None
 
 
 class BatchLoader:
@@ -179,7 +187,8 @@ class BatchLoader:
         boxes = np.stack([rng.integers(0, h, batches), rng.integers(0, w, batches)], 1)
         photo = draw(n, gen, h, w, *a.jitter, a.grey, a.erase)  # drawn after the others: their values stay
         photo = PhotoDraws(photo.jitter[: len(order)], photo.grey[: len(order)], photo.erase[: len(order)])
-        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo)
+        crops = crop_boxes(n, gen, h, w, a.crop_scale, a.crop_ratio)[: len(order)] if a.crop_scale else None
+        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo, crops)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, from `start_batch` on (to resume mid-epoch)."""
@@ -213,7 +222,9 @@ class BatchLoader:
             x = pixels.to(self.device, non_blocking=self.host.pin).permute(0, 3, 1, 2).contiguous()  # type: ignore[union-attr]
         y = self.labels[idx]
         a = self.augment
-        if a.crop_padding or a.hflip:
+        if plan.crops is not None:  # random resized crops (and flips), in float on the 0..255 scale
+            x = resized_crops(x.float(), plan.crops[rows], plan.flips[rows])
+        elif a.crop_padding or a.hflip:
             x = crop_and_flip(
                 x, plan.offsets[rows].to(self.device), plan.flips[rows].to(self.device), a.crop_padding, a.pad_mode
             )

@@ -1,5 +1,5 @@
-"""Augmentations for photos, on the whole batch with per-image parameters: colour jitter, random greyscale
-and random erasing.
+"""Augmentations for photos, on the whole batch with per-image parameters: random resized crops, colour
+jitter, random greyscale and random erasing.
 
 Each image's parameters are drawn up front in the epoch plan (indexed by the image's position, like the
 crops and flips), so a resumed run and every rank see the same ones; here they are applied to a batch at
@@ -9,6 +9,12 @@ contrast and saturation likewise about the image's mean grey and each pixel's gr
 by up to h of a full turn about the grey axis. Two differences, stated: the four jitters are applied in one
 fixed order (brightness, contrast, saturation, hue), and the hue turn is a rotation of the chroma plane of
 YIQ (a linear map per image, which keeps each pixel's luma), where torchvision shifts the H of HSV.
+Random resized crops follow the Inception / ResNet ImageNet recipe (torchvision's RandomResizedCrop): a box
+of a share `scale` of the image's area and aspect ratio drawn log-uniformly in `ratio`, resized back to the
+image's size. Where the box would not fit, torchvision draws again (10 times) and then falls back to a
+centre crop; here its sides are clipped to the image, so the draw is one pass for the whole batch. The
+resizing is bilinear sampling through one affine grid for the batch (torch's grid_sample), not an
+antialiased resize.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 ERASE_SCALE = (0.02, 0.33)  # the erased box's share of the image area (torchvision's default)
 ERASE_RATIO = (0.3, 3.3)  # its aspect ratio h / w, drawn log-uniformly (torchvision's default)
@@ -30,6 +37,34 @@ class PhotoDraws:
     jitter: torch.Tensor  # (n, 4) float: brightness, contrast, saturation factors and hue turn (fraction)
     grey: torch.Tensor  # (n,) bool
     erase: torch.Tensor  # (n, 5) float: apply (0/1), box top and left as fractions of the free room, h, w in px
+
+
+def crop_boxes(n: int, gen: torch.Generator, h: int, w: int, scale: tuple[float, float],
+               ratio: tuple[float, float]) -> torch.Tensor:  # fmt: skip
+    """(n, 4) boxes (top, left, height, width) in pixels: area a share in `scale` of h * w, width / height drawn
+    log-uniformly in `ratio`, sides clipped to the image, placed uniformly where they fit."""
+    u = torch.rand(n, 4, generator=gen, dtype=torch.float64)
+    area = (scale[0] + u[:, 0] * (scale[1] - scale[0])) * h * w
+    aspect = torch.exp(math.log(ratio[0]) + u[:, 1] * (math.log(ratio[1]) - math.log(ratio[0])))
+    box_w = torch.sqrt(area * aspect).clamp(1, w)
+    box_h = torch.sqrt(area / aspect).clamp(1, h)
+    return torch.stack([u[:, 2] * (h - box_h), u[:, 3] * (w - box_w), box_h, box_w], 1).float()
+
+
+def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Each image's box resized to the whole image, mirrored where flipped: x (B, C, H, W) float, boxes (B, 4)
+    as crop_boxes, flips (B,) bool. One affine grid and one bilinear sampling for the batch."""
+    h, w = x.shape[-2:]
+    boxes = boxes.to(x.device, torch.float32)
+    top, left, box_h, box_w = boxes.unbind(1)
+    theta = torch.zeros(len(x), 2, 3, device=x.device)
+    # Output coordinates in [-1, 1] map to the box: centre (2 * c / size - 1), half-extent box / size.
+    theta[:, 0, 0] = torch.where(flips.to(x.device), -1.0, 1.0) * box_w / w
+    theta[:, 0, 2] = (2 * left + box_w) / w - 1
+    theta[:, 1, 1] = box_h / h
+    theta[:, 1, 2] = (2 * top + box_h) / h - 1
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def draw(n: int, gen: torch.Generator, h: int, w: int, brightness: float, contrast: float, saturation: float,

@@ -49,6 +49,9 @@ class DataConfig:
     hue: float = 0.0  # up to this fraction of a turn of the colour circle (<= 0.5)
     grey: float = 0.0  # probability of turning an image grey (RGB data)
     erase: float = 0.0  # probability of random erasing (Zhong et al. 2017): a box of 2-33% of the area
+    crop_scale: list[float] = field(default_factory=list)  # [min, max] area share: random resized crops (the
+    # ImageNet recipe's [0.08, 1]) in place of crop_padding's pad-crop; empty: off
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # their width / height range
     tta: str = "none"  # "flip": also score the final split by averaging each image with its mirror (reported apart)
     stream: str = "auto"  # image-folder caches: "auto" holds one whole when it takes <= 1/4 of free memory, else
     # reads each batch from the memory-mapped cache; "true" / "false" force it (the batches are the same)

@@ -73,7 +73,7 @@ def make_loader(
     hflip = data.info.hflip if d.hflip == "auto" else d.hflip == "true"
     augment = AugmentConfig(
         d.crop_padding, d.pad_mode, hflip, d.cutout, d.mixup, d.cutmix,
-        d.brightness, d.contrast, d.saturation, d.hue, d.grey, d.erase,
+        d.brightness, d.contrast, d.saturation, d.hue, d.grey, d.erase, tuple(d.crop_scale), tuple(d.crop_ratio),
     )  # fmt: skip
     return BatchLoader(
         data,
