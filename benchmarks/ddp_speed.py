@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from train_speed import bare_epoch  # the same bare loop, one process's share of each batch
 
 CORES = os.cpu_count() or 1
 
@@ -92,17 +92,9 @@ def plain_worker(args: argparse.Namespace) -> float:
         if world > 1:
             dist.barrier()
         start = time.perf_counter()
-        for i in range(args.steps):
-            x, y = x_all[i * local : (i + 1) * local], y_all[i * local : (i + 1) * local]
-            if bf16:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(train_model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        bare_epoch(train_model, opt, x_all, y_all, args.steps, local, bf16)
         if world > 1:
-            dist.barrier()
+            dist.barrier()  # the epoch ends when the slowest rank's does
         elapsed = time.perf_counter() - start
     if world > 1:
         dist.destroy_process_group()

@@ -72,20 +72,26 @@ def plain_loop(model: nn.Module, steps: int, batch: int, bf16_cl: bool) -> float
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
-    rate = 0.0
-    for _ in range(2):
-        start = time.perf_counter()
-        for i in range(steps):
-            x, y = x_all[i * batch : (i + 1) * batch], y_all[i * batch : (i + 1) * batch]
-            if bf16_cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_cl):
-                loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        rate = steps * batch / (time.perf_counter() - start)
-    return rate
+    seconds = [bare_epoch(model, opt, x_all, y_all, steps, batch, bf16_cl) for _ in range(2)]
+    return steps * batch / seconds[-1]
+
+
+def bare_epoch(
+    model: nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor, y_all: torch.Tensor, steps: int, batch: int,
+    bf16: bool,
+) -> float:  # fmt: skip
+    """Seconds for `steps` bare training steps on consecutive slices of x_all / y_all (also ddp_speed's peer)."""
+    start = time.perf_counter()
+    for i in range(steps):
+        x, y = x_all[i * batch : (i + 1) * batch], y_all[i * batch : (i + 1) * batch]
+        if bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
 
 
 def resnetlab_loop(name: str, steps: int, batch: int, precision: str) -> float:

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -120,14 +119,9 @@ def test_a_two_process_run_stopped_by_sigterm_resumes_bit_identically(two_proces
 
 @pytest.mark.slow
 def test_a_two_process_run_on_a_streamed_image_folder_stopped_by_sigterm_resumes_to_the_same_weights(tmp_path):
-    from PIL import Image
+    from image_folders import colour_folder
 
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
-        (tmp_path / "photos" / f"c{c}").mkdir(parents=True)
-        for i in range(60):
-            img = np.clip(np.array(colour) + rng.normal(0, 50, (24, 24, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(tmp_path / "photos" / f"c{c}" / f"{i}.png")
+    colour_folder(tmp_path / "photos", per_class=60, size=24, noise=50)
     folder = [f"data={tmp_path / 'photos'}", "data.image_size=20", "stream=true", "model=resnet8", "epochs=6",
               "batch_size=16", "data.cutout=6", "output.tensorboard=false", f"out={tmp_path}"]  # fmt: skip
     env = {**os.environ, "RESNETLAB_DATA": str(tmp_path / "cache")}

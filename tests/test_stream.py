@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import resnetlab.data.stream as stream
+from image_folders import colour_folder
 from resnetlab.data import AugmentConfig, BatchLoader, Dataset, DatasetInfo, load_dataset
 from resnetlab.data.dataset import Rows, channel_stats
 from resnetlab.data.stream import ahead, residency
@@ -95,12 +96,7 @@ def test_the_background_reader_keeps_order_raises_and_stops_with_its_consumer():
 
 def test_a_folder_trains_to_the_same_weights_streamed_or_held(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
-        (tmp_path / "photos" / f"c{c}").mkdir(parents=True)
-        for i in range(20):
-            img = np.clip(np.array(colour) + rng.normal(0, 40, (20, 20, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(tmp_path / "photos" / f"c{c}" / f"{i}.png")
+    colour_folder(tmp_path / "photos", per_class=20, size=20, noise=40)
     settings = ["model=resnet8", f"data={tmp_path / 'photos'}", "data.image_size=16", "epochs=2", "batch_size=8",
                 "data.cutout=4", "quiet=true", "output.tensorboard=false", f"out={tmp_path}"]  # fmt: skip
     held = fit(load_config(None, [*settings, "stream=false", "name=held"]))

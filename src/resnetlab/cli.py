@@ -109,6 +109,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 def cmd_data_cache(args: argparse.Namespace) -> int:
     from .data.folders import clear_caches, list_caches
     from .data.sources import data_dir
+    from .files import byte_size
 
     folder = Path(args.folder) if args.folder else None
     if folder is not None and not folder.expanduser().is_dir() and not args.clear:
@@ -120,14 +121,10 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         what = f"{e.images:,} images of {'x'.join(map(str, e.shape))}" if e.root else "incomplete or damaged"
-        print(f"{_size(e.bytes):>9}  {what:<28}  {e.root or '?'}  ({e.path.name})")
+        print(f"{byte_size(e.bytes):>9}  {what:<28}  {e.root or '?'}  ({e.path.name})")
     total = sum(e.bytes for e in entries)
-    print(f"{'removed' if args.clear else 'in all'}: {len(entries)} cache(s), {_size(total)}")
+    print(f"{'removed' if args.clear else 'in all'}: {len(entries)} cache(s), {byte_size(total)}")
     return 0
-
-
-def _size(n: int) -> str:
-    return next((f"{n / f:.1f} {u}" for f, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")) if n >= f), f"{n} B")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

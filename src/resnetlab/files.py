@@ -30,6 +30,11 @@ from .errors import UserError, WriteFailed
 META_KEY = "resnetlab"
 
 
+def byte_size(n: int) -> str:
+    """A size for people: 3.1 GB, 42.3 MB, 7.0 kB, 12 B."""
+    return next((f"{n / f:.1f} {u}" for f, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")) if n >= f), f"{n} B")
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) for a temporary path beside `path`, fsync it, then rename it over `path`.
 

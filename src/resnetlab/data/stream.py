@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from ..files import byte_size
 from .dataset import Rows, mapped
 
 HOLD_FRACTION = 0.25  # hold a dataset whole when it takes at most this share of the free (device) memory
@@ -48,7 +49,7 @@ def memory_available() -> int:
 
 def residency(images: np.ndarray | Rows, device: torch.device, stream: str = "auto") -> Residency:
     """Hold the images whole or stream them: `stream` is "auto" (by size), "true" or "false"."""
-    size = _gb(images.nbytes)
+    size = byte_size(images.nbytes)
     if mapped(images) is None:  # read whole already (IDX, CIFAR): there is no file to stream from
         if stream != "true":
             return Residency(True, f"{size} in memory")
@@ -64,13 +65,9 @@ def residency(images: np.ndarray | Rows, device: torch.device, stream: str = "au
     for what, free in budgets:
         if images.nbytes > HOLD_FRACTION * free:
             return Residency(
-                False, f"{size}, streamed from the cache (more than a quarter of the {_gb(free)} of {what})"
+                False, f"{size}, streamed from the cache (more than a quarter of the {byte_size(free)} of {what})"
             )
     return Residency(True, f"{size}, held whole (at most a quarter of the memory available)")
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 class HostImages:
