@@ -191,7 +191,8 @@ def test_image_folder_skips_bad_files_counts_and_lists_them(tmp_path, caplog):
     make_folder(tmp_path / "pets")
     with caplog.at_level(logging.WARNING, logger="resnetlab"):
         data = load_dataset(str(tmp_path / "pets"), "train", image_size=16, val_fraction=0.0)
-    assert data.images.shape == (6, 16, 16, 3) and data.classes == ["cat", "dog"]
+    assert data.images.shape == (6, 18, 18, 3) and data.classes == ["cat", "dog"]  # stored at 16 / 0.875
+    assert data.info.input_size == (3, 16, 16) and data.view() == (16, 16)  # the network's input: the centre
     assert sorted(data.skipped) == ["cat/empty.jpg", "cat/notes.png", "dog/truncated.jpg"]
     assert "skipped 3 of 9 files" in caplog.text
     cache_dirs = list((Path(os.environ["RESNETLAB_DATA"]) / "folders").iterdir())
@@ -221,7 +222,8 @@ def test_image_folder_layouts_and_errors(tmp_path):
                 save_image(root / split / cls / f"{i}.png", (i * 100, 50, 50), mode="RGB")
     assert len(load_dataset(str(root), "val", image_size=8)) == 4
     gray = load_dataset(str(root), "train", image_size=8, channels=1)
-    assert gray.images.shape == (4, 8, 8, 1)
+    assert gray.images.shape == (4, 9, 9, 1)
+    assert load_dataset(str(root), "train", image_size=8, centre_crop=1.0).images.shape == (4, 8, 8, 3)
 
     make_folder(tmp_path / "flat")
     train = load_dataset(str(tmp_path / "flat"), "train", image_size=8, val_fraction=0.5, seed=1)

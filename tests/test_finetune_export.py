@@ -64,13 +64,17 @@ def finetune(folder, weights, out, *extra):
     return fit(load_config(None, settings))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision, batch", [("fp32", 16), ("bf16", 16), ("fp32", 8)])
 def test_finetune_from_a_torchvision_state_dict_learns_the_folder(
-    folder, torchvision_weights, tmp_path, capsys, precision
+    folder, torchvision_weights, tmp_path, capsys, precision, batch
 ):
     # 9 steps: BatchNorm's running averages would still be 39% their initial values and the model scored at
-    # chance in eval mode (in bf16 on CPUs and on GPUs first); they are re-estimated (norm_stats.py).
-    result = finetune(folder, torchvision_weights, tmp_path, "model=resnet18", f"precision={precision}")
+    # chance in eval mode (in bf16 on CPUs and on GPUs first); they are re-estimated (norm_stats.py) from
+    # shuffled batches: in the folder's file order each batch held one class, and the model scored 67% (batch 16)
+    # or 33% (batch 8) in eval mode while classifying every training batch right.
+    result = finetune(
+        folder, torchvision_weights, tmp_path, "model=resnet18", f"precision={precision}", f"batch_size={batch}"
+    )
     assert result.summary["model"] == "resnet18" and result.summary["result_split"] == "val"  # no test/ folder
     assert result.summary["val_top1"] > 0.8  # three classes: chance is 33%
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("loaded"))

@@ -129,7 +129,8 @@ def test_data_cache_lists_a_folders_caches_with_size_and_source_and_clears_them(
     capsys.readouterr()
     assert main(["data", "cache"]) == 0
     listed = capsys.readouterr().out
-    assert "6 images of 8x8x3" in listed and str(tmp_path / "cats") in listed and "in all: 2 cache(s)" in listed
+    assert "6 images of 9x9x3" in listed  # stored at 8 / 0.875
+    assert str(tmp_path / "cats") in listed and "in all: 2 cache(s)" in listed
     assert main(["data", "cache", str(tmp_path / "dogs"), "--clear"]) == 0
     assert "removed: 1 cache(s)" in capsys.readouterr().out
     assert main(["data", "cache"]) == 0
@@ -165,7 +166,7 @@ def test_training_on_a_grey_folder_records_the_size_it_chose_and_says_so(tmp_pat
     assert said.count("image size 20 x 20, grey: the median short side of 20 sampled images is 20 px") == 1
     recorded = load_config(str(result.run_dir / "config.yaml"), [])
     assert (recorded.data.image_size, recorded.data.channels) == (20, 1)
-    assert "images of 20x20x1" in said  # the run's own header: the data as trained on
+    assert "images of 23x23x1 (cropped to 20x20)" in said  # the run's header: cached at 20 / 0.875, as trained on
 
 
 RSS_SCRIPT = """

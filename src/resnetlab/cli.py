@@ -67,6 +67,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         args.split,
         image_size=args.image_size,
         channels=args.channels,
+        centre_crop=args.centre_crop,
         val_fraction=args.val_fraction,
         seed=args.split_seed,
     )
@@ -75,6 +76,9 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     print(f"dataset: {data.info.name} ({args.split} split)")
     print(f"found at: {data.source}")
     print(f"images: {len(data):,} of {'x'.join(map(str, data.images.shape[1:]))} (H x W x C), uint8")
+    if tuple(data.info.input_size[1:]) != tuple(data.images.shape[1:3]):
+        seen = "x".join(map(str, data.info.input_size[1:]))
+        print(f"network input: {seen} (evaluation takes the centre; training crops from the whole)")
     print(f"classes: {len(data.classes)}; horizontal flips keep labels: {'yes' if data.info.hflip else 'no'}")
     print(f"mean: {', '.join(f'{m:.4f}' for m in mean)}   std: {', '.join(f'{v:.4f}' for v in std)}")
     width = max(len(c) for c in data.classes)
@@ -423,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=("train", "val", "test"))
     p.add_argument("--image-size", type=int, default=224, help="image folders: side of the square images")
     p.add_argument("--channels", type=int, default=3, help="image folders: 1 (grayscale) or 3 (RGB)")
+    p.add_argument(
+        "--centre-crop", type=float, default=0.875, help="image folders: cached at size / this (0.875: 256 for 224)"
+    )
     p.add_argument(
         "--val-fraction", type=float, default=0.1, help="where the data has no val split: hold out this part of train"
     )

@@ -16,6 +16,7 @@ import yaml
 from torch import nn
 
 from .data import BatchLoader, load_splits
+from .data.dataset import centre_offsets
 from .data.folders import IMAGE_EXTENSIONS, read_image
 from .data.sources import same_data
 from .data.splits import sample
@@ -83,14 +84,16 @@ def normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
 def preprocess(images: list[Path], meta: dict[str, Any]) -> tuple[torch.Tensor | None, list[tuple[str, str]]]:
     """Image files -> ((N, C, H, W) float of the readable ones, prepared exactly as the training images were,
     or None), and (file, reason) for each file that could not be used."""
-    channels, height, _ = meta["input_size"]
+    channels, height, width = meta["input_size"]
+    resize = meta.get("resize") or height  # weights from before resnetlab recorded it: resized straight to size
+    top, left = centre_offsets((resize, resize), (height, width))
     batch, skipped = [], []
     for image in images:
-        result = read_image(Path(image), height, channels)
+        result = read_image(Path(image), resize, channels)  # shorter side to `resize`, centre square
         if isinstance(result, str):
             skipped.append((str(image), result))
         else:
-            batch.append(result)
+            batch.append(result[top : top + height, left : left + width])
     return (normalise(np.stack(batch), meta) if batch else None), skipped
 
 
@@ -220,7 +223,8 @@ def evaluate(
                     "these weights were written before resnetlab held out validation images: their run chose its "
                     "best epoch on the test split, so a test figure of them is optimistic"
                 )
-    splits = load_splits(name, image_size=size, channels=channels, need=(split,), **options)
+    centre_crop = size / meta["resize"] if meta.get("resize") else 1.0  # as the run cached and evaluated them
+    splits = load_splits(name, image_size=size, channels=channels, centre_crop=centre_crop, need=(split,), **options)
     dataset = splits.part(split)
     if dataset is None:
         why = "held out no validation images (val_fraction=0)" if split == "val" else "has no test split"

@@ -68,6 +68,12 @@ def mapped(images: np.ndarray | Rows) -> tuple[np.ndarray, np.ndarray | None] | 
     return (images, None) if isinstance(images, np.memmap) else None
 
 
+def centre_offsets(stored: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of the centre `size` (h, w) window of a `stored` (h, w) image, rounded as torchvision's
+    CenterCrop rounds them."""
+    return int(round((stored[0] - size[0]) / 2.0)), int(round((stored[1] - size[1]) / 2.0))
+
+
 def channel_stats(images: np.ndarray | Rows, limit: int = 5000, chunk: int = 64) -> tuple[list[float], list[float]]:
     """Per-channel mean and std on the [0, 1] scale of every k-th image (at most `limit` of them), exactly, from
     a histogram of each channel's 256 levels built `chunk` images at a time: memory stays at one chunk of
@@ -102,6 +108,12 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def view(self) -> tuple[int, int]:
+        """(H, W) the network sees: info.input_size, within the stored images (larger for image folders, whose
+        evaluation takes the centre of each and whose training crops)."""
+        _, height, width = self.info.input_size
+        return min(int(self.images.shape[1]), height), min(int(self.images.shape[2]), width)
 
     def positions(self) -> np.ndarray:
         """Each image's position in the split it came from (0..N-1 for a split read whole)."""

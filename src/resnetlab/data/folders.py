@@ -2,7 +2,10 @@
 
 Layouts: root/<class>/*.jpg (validation held out of it by val_fraction), or root/train/<class>/... with
 root/val/ (or valid/, validation/) and/or root/test/ (see splits.py for how each part is used). Each
-image is resized so that its shorter side is `image_size`, then centre-cropped to a square. Unreadable,
+image is stored a little larger than the size the network sees, as the ImageNet recipes prepare it: its
+shorter side resized to round(image_size / centre_crop) (256 for 224 at the usual 0.875), then
+centre-cropped to that square. Evaluation takes the centre image_size square of it (torchvision's and
+timm's Resize(256) + CenterCrop(224)); training crops and scales from the whole stored square. Unreadable,
 truncated and non-image files are skipped, counted, named in one warning line and listed in skipped.txt
 beside the cache; they never stop a run half-way.
 The cache is keyed by folder, size and channels, and rebuilt when any file's size or mtime changes.
@@ -44,6 +47,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 VAL_NAMES = ("val", "valid", "validation")
 CACHE_VERSION = 3  # 3: JPEGs decoded in draft mode (reduced scale) where the size allows
 BUILD_CHUNK = 256  # images decoded at once while building a cache (bounds the memory a build takes)
+CENTRE_CROP = 0.875  # the share of the stored square that evaluation keeps (timm's crop_pct; 224 of 256)
 VERIFY_BYTES = 1 << 29  # CRC-check arrays up to 512 MiB on every open (about 0.3 s at that size)
 _warned: set[str] = set()  # caches whose skipped files were reported in this process
 
@@ -119,13 +123,24 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray | str:
         return f"{type(err).__name__}: {err}"
 
 
-def folder_parts(root: Path, *, image_size: int = 224, channels: int = 3) -> dict[str, Callable[[], Dataset] | None]:
-    """Loaders of the folder's own parts (train, and val / test where it has those folders)."""
+def stored_size(image_size: int, centre_crop: float = CENTRE_CROP) -> int:
+    """The side of the square a folder's images are cached at, for a network input of `image_size`."""
+    if not 0.25 <= centre_crop <= 1:
+        raise UserError(f"centre_crop={centre_crop} must be in [0.25, 1]: 0.875 is the ImageNet way, 1 no border")
+    return max(image_size, round(image_size / centre_crop))
+
+
+def folder_parts(
+    root: Path, *, image_size: int = 224, channels: int = 3, centre_crop: float = CENTRE_CROP
+) -> dict[str, Callable[[], Dataset] | None]:
+    """Loaders of the folder's own parts (train, and val / test where it has those folders): images of
+    `image_size` for the network, cached at stored_size(image_size, centre_crop)."""
     root = root.expanduser().resolve()
     if channels not in (1, 3):
         raise UserError(f"channels={channels} is not supported for image folders; use 1 (grayscale) or 3 (RGB)")
     if image_size < 8:
         raise UserError(f"image_size={image_size} is too small; use at least 8 (32 for CIFAR-like, 224 for ImageNet)")
+    stored = stored_size(image_size, centre_crop)
     dirs = own_splits(root)
     train_root = dirs["train"]
     assert train_root is not None
@@ -134,7 +149,7 @@ def folder_parts(root: Path, *, image_size: int = 224, channels: int = 3) -> dic
         raise UserError(f"{train_root} has no class folders; expected {train_root}/<class name>/<images>")
 
     def reader(split: str, class_root: Path) -> Callable[[], Dataset]:
-        return lambda: _cached(class_root, classes, image_size, channels, root.name, split)
+        return lambda: _cached(class_root, classes, (image_size, stored), channels, root.name, split)
 
     return {split: reader(split, d) if d is not None else None for split, d in dirs.items()}
 
@@ -176,7 +191,11 @@ def natural_shape(root: Path, sample: int = 200) -> tuple[int, int, str]:
     )
 
 
-def _cached(class_root: Path, classes: list[str], size: int, channels: int, shown_as: str, split: str) -> Dataset:
+def _cached(
+    class_root: Path, classes: list[str], sizes: tuple[int, int], channels: int, shown_as: str, split: str
+) -> Dataset:
+    """The folder's images at sizes = (network input, stored square), from its cache (built if need be)."""
+    image_size, size = sizes
     files, skipped = scan(class_root, classes)
     fingerprint = hashlib.sha1(json.dumps([CACHE_VERSION, classes, files, skipped]).encode()).hexdigest()
     key = hashlib.sha1(f"{class_root}|{size}|{channels}".encode()).hexdigest()[:16]
@@ -203,7 +222,7 @@ def _cached(class_root: Path, classes: list[str], size: int, channels: int, show
         if not (labels == label).any():
             raise UserError(f"class folder {class_root / name} has no readable images; add images or remove it")
     mean, std = tuple(index["mean"]), tuple(index["std"])
-    info = DatasetInfo(shown_as, mean, std, (channels, size, size), tuple(classes), hflip=True)
+    info = DatasetInfo(shown_as, mean, std, (channels, image_size, image_size), tuple(classes), hflip=True)
     skipped = [p for p, _ in index["skipped"]]
     return Dataset(images, labels, list(classes), info, split, str(class_root), skipped, files=list(index["files"]))
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .dataset import Dataset
+from .dataset import Dataset, centre_offsets
 from .photo import PhotoDraws, colour, crop_boxes, draw, erase, resized_crops
 from .stream import HostImages, ahead, residency
 
@@ -125,7 +125,11 @@ class BatchLoader:
         self.num_classes = num_classes or len(data.classes)
         # Held: (N, H, W, C) uint8 -> (N, C, H, W) uint8 on the device, once. Streamed: rows read per batch.
         self.residency = residency(data.images, self.device, stream)
-        self.height, self.width, channels = (int(v) for v in data.images.shape[1:])
+        # Images are stored (N, S, S, C) and enter the network (C, H, W) = info.input_size: the same for IDX and
+        # CIFAR; larger for image folders, whose evaluation takes the centre H x W and whose training crops.
+        stored_h, stored_w, channels = (int(v) for v in data.images.shape[1:])
+        self.stored = (stored_h, stored_w)
+        self.height, self.width = data.view()
         self.images: torch.Tensor | None = None
         self.host: HostImages | None = None
         if self.residency.held:
@@ -169,7 +173,7 @@ class BatchLoader:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=gen) if self.train else self.positions
-        a, h, w = self.augment, self.height, self.width
+        a, h, w = self.augment, self.height, self.width  # positions of cutout and erasing: in the network's view
         offsets = torch.randint(0, 2 * a.crop_padding + 1, (n, 2), generator=gen)[: len(order)]
         flips = (
             (torch.rand(n, generator=gen) < 0.5)[: len(order)] if a.hflip else torch.zeros(len(order), dtype=torch.bool)
@@ -187,7 +191,7 @@ class BatchLoader:
         boxes = np.stack([rng.integers(0, h, batches), rng.integers(0, w, batches)], 1)
         photo = draw(n, gen, h, w, *a.jitter, a.grey, a.erase)  # drawn after the others: their values stay
         photo = PhotoDraws(photo.jitter[: len(order)], photo.grey[: len(order)], photo.erase[: len(order)])
-        crops = crop_boxes(n, gen, h, w, a.crop_scale, a.crop_ratio)[: len(order)] if a.crop_scale else None
+        crops = crop_boxes(n, gen, *self.stored, a.crop_scale, a.crop_ratio)[: len(order)] if a.crop_scale else None
         return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo, crops)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -222,9 +226,12 @@ class BatchLoader:
             x = pixels.to(self.device, non_blocking=self.host.pin).permute(0, 3, 1, 2).contiguous()  # type: ignore[union-attr]
         y = self.labels[idx]
         a = self.augment
-        if plan.crops is not None:  # random resized crops (and flips), in float on the 0..255 scale
-            x = resized_crops(x.float(), plan.crops[rows], plan.flips[rows])
-        elif a.crop_padding or a.hflip:
+        if plan.crops is not None:  # random resized crops of the stored image (and flips), float on the 0..255 scale
+            x = resized_crops(x.float(), plan.crops[rows], plan.flips[rows], (self.height, self.width))
+        else:
+            top, left = centre_offsets(self.stored, (self.height, self.width))
+            x = x[:, :, top : top + self.height, left : left + self.width]  # a view; nothing when stored = seen
+        if plan.crops is None and (a.crop_padding or a.hflip):
             x = crop_and_flip(
                 x, plan.offsets[rows].to(self.device), plan.flips[rows].to(self.device), a.crop_padding, a.pad_mode
             )

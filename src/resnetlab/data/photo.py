@@ -51,10 +51,13 @@ def crop_boxes(n: int, gen: torch.Generator, h: int, w: int, scale: tuple[float,
     return torch.stack([u[:, 2] * (h - box_h), u[:, 3] * (w - box_w), box_h, box_w], 1).float()
 
 
-def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Each image's box resized to the whole image, mirrored where flipped: x (B, C, H, W) float, boxes (B, 4)
-    as crop_boxes, flips (B,) bool. One affine grid and one bilinear sampling for the batch."""
+def resized_crops(
+    x: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Each image's box resized to `size` (h, w; default the image's), mirrored where flipped: x (B, C, H, W)
+    float, boxes (B, 4) as crop_boxes, flips (B,) bool. One affine grid and one bilinear sampling for the batch."""
     h, w = x.shape[-2:]
+    out_h, out_w = size or (h, w)
     boxes = boxes.to(x.device, torch.float32)
     top, left, box_h, box_w = boxes.unbind(1)
     theta = torch.zeros(len(x), 2, 3, device=x.device)
@@ -63,7 +66,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> 
     theta[:, 0, 2] = (2 * left + box_w) / w - 1
     theta[:, 1, 1] = box_h / h
     theta[:, 1, 2] = (2 * top + box_h) / h - 1
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta, [len(x), x.shape[1], out_h, out_w], align_corners=False)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 

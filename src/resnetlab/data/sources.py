@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import UserError, did_you_mean
 from .dataset import Dataset, DatasetInfo, data_dir
-from .folders import folder_parts
+from .folders import CENTRE_CROP, folder_parts
 from .splits import Splits, split_parts
 
 # ---------------------------------------------------------------------------------------------------
@@ -486,12 +486,13 @@ def source_parts(
     allow_download: bool = True,
     image_size: int = 224,
     channels: int = 3,
+    centre_crop: float = CENTRE_CROP,
 ) -> dict[str, Callable[[], Dataset] | None]:
     """The splits a source has of its own, as loaders: {"train": ..., "val": ... or None, "test": ... or None}."""
     key = canonical(name_or_path)
     candidate = Path(name_or_path).expanduser()
     if key not in NAMES and candidate.is_dir() and not any("idx3" in p.name for p in candidate.iterdir()):
-        return folder_parts(candidate, image_size=image_size, channels=channels)
+        return folder_parts(candidate, image_size=image_size, channels=channels, centre_crop=centre_crop)
 
     def reader(split: str) -> Callable[[], Dataset]:
         return lambda: _load_split(key, candidate, split, path, allow_download)
@@ -508,6 +509,7 @@ def load_splits(
     allow_download: bool = True,
     image_size: int = 224,
     channels: int = 3,
+    centre_crop: float = CENTRE_CROP,
     val_fraction: float = 0.1,
     seed: int = 0,
     limit_train: int = 0,
@@ -516,7 +518,12 @@ def load_splits(
 ) -> Splits:
     """Train, validation and test parts of a dataset (see splits.py for where each comes from)."""
     parts = source_parts(
-        name_or_path, path=path, allow_download=allow_download, image_size=image_size, channels=channels
+        name_or_path,
+        path=path,
+        allow_download=allow_download,
+        image_size=image_size,
+        channels=channels,
+        centre_crop=centre_crop,
     )
     return split_parts(
         parts, val_fraction=val_fraction, seed=seed, limit_train=limit_train, limit_val=limit_val, need=need
@@ -531,6 +538,7 @@ def load_dataset(
     allow_download: bool = True,
     image_size: int = 224,
     channels: int = 3,
+    centre_crop: float = CENTRE_CROP,
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> Dataset:
@@ -547,6 +555,7 @@ def load_dataset(
         allow_download=allow_download,
         image_size=image_size,
         channels=channels,
+        centre_crop=centre_crop,
         val_fraction=val_fraction,
         seed=seed,
         need=(split,),

@@ -37,6 +37,8 @@ class DataConfig:
     image_size: int = 0  # image folders: square side (0: the folder's median short side, within 16..224, or
     # the init weights' size); named datasets keep their size
     channels: int = 0  # image folders: 1 or 3 (0: 1 where every image is grey, else 3; or the init weights')
+    centre_crop: float = 0.0  # image folders: cached at image_size / this, evaluated on the centre image_size
+    # square (Resize + CenterCrop); 0: the init weights', else 0.875 (224 of 256); 1: no border
     crop_padding: int = 4  # pad + random crop; 0 turns it off
     pad_mode: str = "zeros"
     hflip: str = "auto"  # "auto" follows the dataset (no flips for digits), or "true" / "false"
@@ -421,6 +423,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.mean={cfg.data.mean} and data.std={cfg.data.std} need one value per channel each")
     if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones):
         raise ConfigError(f"schedule.milestones={cfg.schedule.milestones} must be increasing")
+    if cfg.data.centre_crop and not 0.25 <= cfg.data.centre_crop <= 1:
+        raise ConfigError(
+            f"data.centre_crop={cfg.data.centre_crop} must be in [0.25, 1] (0.875: 224 of 256; 1: no border)"
+        )
     if cfg.data.channels not in (0, 1, 3):
         raise ConfigError(f"data.channels={cfg.data.channels} must be 1 (grayscale) or 3 (RGB)")
     if cfg.output.resume and cfg.output.init:

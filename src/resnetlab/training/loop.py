@@ -212,9 +212,22 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         else None
     )
 
-    # A few fixed, unaugmented training batches for re-estimating young BatchNorm statistics.
+    # A few fixed, unaugmented training batches for re-estimating young BatchNorm statistics, shuffled as training
+    # batches are: in file order a folder's batches hold one class each, and an average of such batches'
+    # variances misses the spread between classes (the model then scored near chance in evaluation mode).
     settle_data = sample(train_data, BATCHES * cfg.optim.batch_size, cfg.data.split_seed, SETTLE)  # every class
-    settle_loader = make_loader(cfg, settle_data, False, device, precision.channels_last, mean, std)
+    settle_loader = BatchLoader(
+        settle_data,
+        cfg.optim.batch_size,
+        train=True,  # a seeded random order, no augmentation (augment=None), the same on every rank
+        drop_last=False,
+        mean=mean,
+        std=std,
+        device=device,
+        channels_last=precision.channels_last,
+        seed=cfg.run.seed,
+        stream=cfg.data.stream,
+    )
 
     model = build_model(cfg, num_classes, in_chans)
     other_classes = bool(init_meta.get("classes")) and list(init_meta["classes"]) != list(train_data.classes)
@@ -298,7 +311,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         _say(
             cfg,
             f"{cfg.model.name}: {params:,} parameters; {train_data.info.name}: {sizes} images of "
-            f"{'x'.join(map(str, train_data.images.shape[1:]))}; device {device}, {precision.name}"
+            f"{_image_shape(train_data)}; device {device}, {precision.name}"
             f"{', channels_last' if precision.channels_last else ''} ({precision.reason}); "
             f"{epochs} epochs of {steps_per_epoch} steps",
         )
@@ -605,7 +618,7 @@ def _finish(
             train_data.classes,
             f"{title}: {final_split} top-1 {100 * chosen['top1']:.2f}% ({how})",
         )
-    in_size = tuple(int(v) for v in (train_data.images.shape[-1], *train_data.images.shape[1:3]))
+    in_size = (int(train_data.images.shape[-1]), *train_data.view())
     summary: dict[str, Any] = {
         "model": cfg.model.name,
         "dataset": train_data.info.name,
@@ -712,6 +725,13 @@ def _tensorboard(run_dir: Path, cfg: TrainConfig):
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _image_shape(data: Dataset) -> str:
+    """'28x28x1', or for a folder cached larger than the network's input '256x256x3 (cropped to 224x224)'."""
+    stored = "x".join(map(str, data.images.shape[1:]))
+    view = data.view()
+    return stored if view == tuple(data.images.shape[1:3]) else f"{stored} (cropped to {view[0]}x{view[1]})"
 
 
 def _say(cfg: TrainConfig, message: str, force: bool = False) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..data import AugmentConfig, BatchLoader, Dataset, Splits, load_splits
-from ..data.folders import natural_shape
+from ..data.folders import CENTRE_CROP, natural_shape
 from ..data.sources import NAMES, canonical
 from ..models import create_model, model_info
 from .config import TrainConfig
@@ -28,6 +28,7 @@ def load_run_data(cfg: TrainConfig, need: tuple[str, ...] = ("train", "val", "te
         path=d.path or None,
         image_size=d.image_size or 224,
         channels=d.channels or 3,
+        centre_crop=d.centre_crop or CENTRE_CROP,
         val_fraction=d.val_fraction,
         seed=d.split_seed,
         limit_train=d.limit_train,
@@ -101,6 +102,8 @@ def with_init_defaults(cfg: TrainConfig, meta: dict[str, Any]) -> TrainConfig:
     if meta.get("input_size"):
         channels, size, _ = meta["input_size"]
         data = replace(data, image_size=data.image_size or size, channels=data.channels or channels)
+        if not data.centre_crop and meta.get("resize") and data.image_size == size:  # as the weights were evaluated
+            data = replace(data, centre_crop=size / meta["resize"])
         if not data.mean and meta.get("mean") and len(meta["mean"]) == data.channels:
             data = replace(data, mean=list(meta["mean"]), std=list(meta["std"]))
     return replace(cfg, model=model, data=data)
@@ -140,7 +143,8 @@ def weights_meta(cfg: TrainConfig, data: Dataset, mean, std, split: dict[str, An
         "num_classes": len(data.classes),
         "in_chans": int(data.images.shape[-1]),
         "classes": list(data.classes),
-        "input_size": [int(data.images.shape[-1]), int(data.images.shape[1]), int(data.images.shape[2])],
+        "input_size": [int(data.images.shape[-1]), *data.view()],
+        "resize": int(data.images.shape[1]),  # images: shorter side to this, then the centre input_size crop
         "mean": list(mean),
         "std": list(std),
         "dataset": data.info.name,
