@@ -84,9 +84,11 @@ def test_the_draws_are_per_image_seeded_and_the_same_from_a_batch_in_the_middle(
     assert torch.equal(next(off.epoch(0))[0], next(on.epoch(0))[0])  # 0 is off: the old batches exactly
 
 
-@pytest.mark.parametrize("bad", [dict(hue=0.6), dict(grey=1.5), dict(erase=-0.1), dict(brightness=-1.0)])
+@pytest.mark.parametrize(
+    "bad", [dict(hue=0.6), dict(grey=1.5), dict(erase=-0.1), dict(brightness=-1.0), dict(rotate=200), dict(zoom=1)]
+)
 def test_impossible_augmentation_values_are_a_clear_error(bad):
-    with pytest.raises(UserError, match="hue|probability|>= 0"):
+    with pytest.raises(UserError, match="hue|probability|>= 0|out of range"):
         BatchLoader(flat(8), 4, train=True, augment=AugmentConfig(**bad))
 
 
@@ -176,3 +178,50 @@ def test_a_run_trains_with_random_resized_crops_and_refuses_an_impossible_scale(
     with pytest.raises(UserError, match="crop_scale"):
         fit(load_config(None, [*settings, "data.crop_scale=[0.5, 0.2]", "name=bad"]))
     assert not (tmp_path / "bad").exists()
+
+
+def test_affine_draws_are_uniform_in_their_ranges():
+    from resnetlab.data.photo import draw_warps
+
+    warps = draw_warps(20000, torch.Generator().manual_seed(0), rotate=30, shear=10, zoom=0.2, translate=0.1)
+    for column, (low, high) in enumerate([(-30, 30), (-10, 10), (0.8, 1.2), (0.8, 1.2), (-0.1, 0.1), (-0.1, 0.1)]):
+        values = warps[:, column]
+        assert low <= values.min() and values.max() <= high  # within the range asked
+        quartiles = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75]))
+        expected = torch.tensor([low + (high - low) * q for q in (0.25, 0.5, 0.75)])
+        assert torch.allclose(quartiles, expected, atol=0.02 * (high - low))  # uniform, not merely bounded
+    assert abs(torch.corrcoef(warps[:, 2:4].T)[0, 1]) < 0.05  # x and y zoom drawn apart (Keras's)
+
+
+def test_an_affine_warp_rotates_shears_and_shifts_pixels_where_the_geometry_says():
+    from resnetlab.data.photo import resized_crops
+
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    whole, unflipped = torch.tensor([[0.0, 0.0, 8.0, 8.0]] * 5), torch.zeros(5, dtype=torch.bool)
+    warps = torch.tensor([[0, 0, 1, 1, 0, 0], [90, 0, 1, 1, 0, 0], [180, 0, 1, 1, 0, 0], [0, 0, 1, 1, 0.25, 0],
+                          [0, 0, 1, 1, 0, -0.125]]).float()  # fmt: skip
+    y = resized_crops(x, whole, unflipped, warps=warps)
+    assert torch.allclose(y[0], x[0], atol=1e-5)  # no warp: the image
+    assert torch.allclose(y[1], torch.rot90(x[1], 1, (1, 2)), atol=1e-5)  # a quarter turn
+    assert torch.allclose(y[2], x[2].flip(1, 2), atol=1e-5)  # half a turn
+    assert torch.allclose(y[3][:, :, :6], x[3][:, :, 2:], atol=1e-5)  # shifted by a quarter of 8 pixels
+    assert torch.allclose(y[3][:, :, 6:], x[3][:, :, 7:].expand(3, 8, 2), atol=1e-5)  # the edge repeated
+    assert torch.allclose(y[4][:, 1:], x[4][:, :7], atol=1e-5)  # down by one pixel
+    shear = math.degrees(math.atan(2.0))  # x moves by 2 pixels per pixel below the centre (4.0, between rows)
+    sheared = resized_crops(x[:1], whole[:1], unflipped[:1], warps=torch.tensor([[0.0, shear, 1, 1, 0, 0]]))
+    assert torch.allclose(sheared[0, :, 4, :7], x[0, :, 4, 1:], atol=1e-5)  # row 4 (centre 4.5): 1 pixel
+    assert torch.allclose(sheared[0, :, 5, :5], x[0, :, 5, 3:], atol=1e-5)  # row 5 (centre 5.5): 3 pixels
+    assert torch.allclose(sheared[0, :, 3, 1:], x[0, :, 3, :7], atol=1e-5)  # row 3 (centre 3.5): the other way
+
+
+def test_a_keras_style_recipe_is_one_line_and_trains(tmp_path):
+    from resnetlab.training import load_config
+    from resnetlab.training.loop import fit
+
+    keras = ["data.shear=0.2", "data.zoom=0.2", "data.hflip=true", "data.crop_padding=0"]  # ImageDataGenerator's
+    settings = ["model=resnet8", "data=synthetic", "limit_train=128", "epochs=1", "batch_size=32", "quiet=true",
+                "output.tensorboard=false", f"out={tmp_path}", *keras]  # fmt: skip
+    result = fit(load_config(None, settings))
+    assert result.summary["test_top1"] >= 0
+    recorded = load_config(str(result.run_dir / "config.yaml"), [])
+    assert (recorded.data.shear, recorded.data.zoom, recorded.data.crop_padding) == (0.2, 0.2, 0)

@@ -30,7 +30,10 @@ AUGMENT = AugmentConfig(
 )
 
 
-@pytest.mark.parametrize("augment", [AUGMENT, AugmentConfig(crop_scale=(0.3, 1.0), hflip=True, saturation=0.4)])
+PHOTO = AugmentConfig(crop_scale=(0.3, 1.0), hflip=True, saturation=0.4, rotate=20, shear=10, zoom=0.2, translate=0.1)
+
+
+@pytest.mark.parametrize("augment", [AUGMENT, PHOTO])
 @pytest.mark.parametrize("world", [1, 2])
 def test_streamed_batches_are_the_held_batches_bit_for_bit(tmp_path, world, augment):
     data = mapped_dataset(tmp_path).subset(np.arange(3, 97), "train", "a part")  # rows of the map, not a copy

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .dataset import Dataset, centre_offsets
-from .photo import PhotoDraws, colour, crop_boxes, draw, erase, resized_crops
+from .photo import PhotoDraws, colour, crop_boxes, draw, draw_warps, erase, resized_crops
 from .stream import HostImages, ahead, residency
 
 PAD_MODES = ("zeros", "reflect")
@@ -51,13 +51,21 @@ class AugmentConfig:
     erase: float = 0.0
     crop_scale: tuple[float, ...] = ()  # (min, max) share of the area: random resized crops instead of pad-crop
     crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)  # their width / height range (the ImageNet recipe's)
+    rotate: float = 0.0  # degrees either way; the four make one batch-wide affine warp (photo.py)
+    shear: float = 0.0  # x-shear, degrees either way
+    zoom: float = 0.0  # x and y zoom factors each in [1 - zoom, 1 + zoom]
+    translate: float = 0.0  # shift of up to this share of the side, in x and in y
+
+    @property
+    def warp(self) -> tuple[float, float, float, float]:
+        return (self.rotate, self.shear, self.zoom, self.translate)
 
     @property
     def jitter(self) -> tuple[float, float, float, float]:
         return (self.brightness, self.contrast, self.saturation, self.hue)
 
     def validate(self) -> None:
-        values = (self.crop_padding, self.cutout, self.mixup, self.cutmix, *self.jitter, self.grey, self.erase)
+        values = (self.crop_padding, self.cutout, self.mixup, self.cutmix, *self.jitter, self.grey, self.erase, *self.warp)
         if any(v < 0 for v in values):
             raise UserError(f"augmentation values must be >= 0 (0 turns one off), got {self}")
         if self.pad_mode not in PAD_MODES:
@@ -67,6 +75,9 @@ class AugmentConfig:
         for name in ("grey", "erase"):
             if getattr(self, name) > 1:
                 raise UserError(f"{name}={getattr(self, name)} is a probability; use a value in [0, 1]")
+        for name, top in (("rotate", 180), ("shear", 60), ("zoom", 0.9), ("translate", 1)):
+            if getattr(self, name) > top:
+                raise UserError(f"{name}={getattr(self, name)} is out of range; use 0 to {top} (0 turns it off)")
         scale, ratio = self.crop_scale, self.crop_ratio
         if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
             raise UserError(f"crop_scale={list(scale)} must be [min, max] with 0 < min <= max <= 1, e.g. [0.08, 1]")
@@ -87,6 +98,7 @@ class EpochPlan:
     mix_boxes: np.ndarray  # (batches, 2) cutmix box centre (cy, cx)
     photo: PhotoDraws  # colour factors, greyscale flags, erasing boxes (rows as `order`)
     crops: torch.Tensor | None  # (n, 4) random resized crop boxes (top, left, height, width), or None
+    warps: torch.Tensor | None  # (n, 6) affine parameters (photo.draw_warps), or None
 
 
 class BatchLoader:
@@ -192,7 +204,8 @@ class BatchLoader:
         photo = draw(n, gen, h, w, *a.jitter, a.grey, a.erase)  # drawn after the others: their values stay
         photo = PhotoDraws(photo.jitter[: len(order)], photo.grey[: len(order)], photo.erase[: len(order)])
         crops = crop_boxes(n, gen, *self.stored, a.crop_scale, a.crop_ratio)[: len(order)] if a.crop_scale else None
-        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo, crops)
+        warps = draw_warps(n, gen, *a.warp)[: len(order)] if any(a.warp) else None
+        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo, crops, warps)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, from `start_batch` on (to resume mid-epoch)."""
@@ -226,15 +239,18 @@ class BatchLoader:
             x = pixels.to(self.device, non_blocking=self.host.pin).permute(0, 3, 1, 2).contiguous()  # type: ignore[union-attr]
         y = self.labels[idx]
         a = self.augment
-        if plan.crops is not None:  # random resized crops of the stored image (and flips), float on the 0..255 scale
-            x = resized_crops(x.float(), plan.crops[rows], plan.flips[rows], (self.height, self.width))
+        top, left = centre_offsets(self.stored, (self.height, self.width))
+        resampled = plan.crops is not None or plan.warps is not None
+        if resampled:  # one bilinear resampling: the crop box (else the centre view), flipped and warped
+            view = torch.tensor([top, left, self.height, self.width], dtype=torch.float32)
+            boxes = plan.crops[rows] if plan.crops is not None else view.expand(len(idx), 4)
+            warps = plan.warps[rows] if plan.warps is not None else None
+            x = resized_crops(x.float(), boxes, plan.flips[rows], (self.height, self.width), warps)
         else:
-            top, left = centre_offsets(self.stored, (self.height, self.width))
             x = x[:, :, top : top + self.height, left : left + self.width]  # a view; nothing when stored = seen
-        if plan.crops is None and (a.crop_padding or a.hflip):
-            x = crop_and_flip(
-                x, plan.offsets[rows].to(self.device), plan.flips[rows].to(self.device), a.crop_padding, a.pad_mode
-            )
+        if plan.crops is None and (a.crop_padding or (a.hflip and not resampled)):  # pad-crop, unless resized crops
+            flips = plan.flips[rows].to(self.device) & (not resampled)
+            x = crop_and_flip(x, plan.offsets[rows].to(self.device), flips, a.crop_padding, a.pad_mode)
         if any(a.jitter) or a.grey:  # colour works on [0, 1]; then normalise
             x = colour(x.float().div_(255.0), plan.photo.jitter[rows], plan.photo.grey[rows], a.jitter)
             x = x.mul_(self.scale * 255.0).add_(self.bias)

@@ -15,6 +15,14 @@ image's size. Where the box would not fit, torchvision draws again (10 times) an
 centre crop; here its sides are clipped to the image, so the draw is one pass for the whole batch. The
 resizing is bilinear sampling through one affine grid for the batch (torch's grid_sample), not an
 antialiased resize.
+Rotation, shear, zoom and translation (Keras's ImageDataGenerator, torchvision's RandomAffine) fold into
+the same grid: each image's box (its crop, or the centre view) is sampled through its own affine map about
+the box's centre, so that crops, flips and the affine cost one resampling. Ranges: a rotation of up to
+`rotate` degrees either way, an x-shear of up to `shear` degrees either way (torchvision's; Keras's
+shear_range is also in degrees, so its 0.2 is a very light shear), zoom factors drawn apart for x and y in
+[1 - zoom, 1 + zoom] (Keras's: above 1 shows more of the image, smaller), shifts of up to `translate` of the
+side in each axis. Where the map reaches outside the image, the nearest edge pixel is repeated (Keras's
+fill_mode="nearest"; torchvision fills black).
 """
 
 from __future__ import annotations
@@ -51,21 +59,54 @@ def crop_boxes(n: int, gen: torch.Generator, h: int, w: int, scale: tuple[float,
     return torch.stack([u[:, 2] * (h - box_h), u[:, 3] * (w - box_w), box_h, box_w], 1).float()
 
 
+def draw_warps(n: int, gen: torch.Generator, rotate: float, shear: float, zoom: float, translate: float
+               ) -> torch.Tensor:  # fmt: skip
+    """(n, 6) per-image affine parameters: rotation and shear (degrees), zoom x and y, shift x and y (fractions
+    of the side), each uniform in its range (see the module's docstring)."""
+    u = 2.0 * torch.rand(n, 6, generator=gen, dtype=torch.float64) - 1.0  # uniform in [-1, 1]
+    spans = torch.tensor([rotate, shear, zoom, zoom, translate, translate], dtype=torch.float64)
+    warps = u * spans
+    warps[:, 2:4] += 1.0  # zoom factors about 1
+    return warps.float()
+
+
+def affine(warps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 2, 2) linear maps and (B, 2) shifts, from the output image's to the input's centred coordinates
+    (x right, y down, in pixels of the box): rotation @ x-shear @ zoom, then the shift."""
+    angle, shear = torch.deg2rad(warps[:, 0]), torch.deg2rad(warps[:, 1])
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    shearing = torch.eye(2, dtype=warps.dtype).repeat(len(warps), 1, 1)
+    shearing[:, 0, 1] = torch.tan(shear)
+    return rotation @ shearing @ torch.diag_embed(warps[:, 2:4]), warps[:, 4:6]
+
+
 def resized_crops(
-    x: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: tuple[int, int] | None = None
+    x: torch.Tensor,
+    boxes: torch.Tensor,
+    flips: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    warps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Each image's box resized to `size` (h, w; default the image's), mirrored where flipped: x (B, C, H, W)
-    float, boxes (B, 4) as crop_boxes, flips (B,) bool. One affine grid and one bilinear sampling for the batch."""
+    """Each image's box resized to `size` (h, w; default the image's), mirrored where flipped and warped by its
+    affine: x (B, C, H, W) float, boxes (B, 4) as crop_boxes, flips (B,) bool, warps (B, 6) as draw_warps or
+    None. One affine grid and one bilinear sampling for the batch."""
     h, w = x.shape[-2:]
     out_h, out_w = size or (h, w)
-    boxes = boxes.to(x.device, torch.float32)
-    top, left, box_h, box_w = boxes.unbind(1)
-    theta = torch.zeros(len(x), 2, 3, device=x.device)
-    # Output coordinates in [-1, 1] map to the box: centre (2 * c / size - 1), half-extent box / size.
-    theta[:, 0, 0] = torch.where(flips.to(x.device), -1.0, 1.0) * box_w / w
-    theta[:, 0, 2] = (2 * left + box_w) / w - 1
-    theta[:, 1, 1] = box_h / h
-    theta[:, 1, 2] = (2 * top + box_h) / h - 1
+    top, left, box_h, box_w = boxes.to(x.device, torch.float32).unbind(1)
+    # An output point u in [-1, 1]^2 lands at the box's centre + M (u * half-box) + shift * box, in pixels
+    # (M = the identity without warps); grid_sample wants that as (2 * pixel / side - 1).
+    half = torch.stack([box_w, box_h], 1) / 2  # (B, 2) as (x, y)
+    linear = torch.eye(2, device=x.device).repeat(len(x), 1, 1)
+    shift = torch.zeros(len(x), 2, device=x.device)
+    if warps is not None:
+        linear, shift = (t.to(x.device, torch.float32) for t in affine(warps))
+        shift = shift * half * 2
+    linear = linear * half[:, None, :]  # scale the columns: u is in half-box units
+    linear[:, :, 0] *= torch.where(flips.to(x.device), -1.0, 1.0)[:, None]  # mirror the output first
+    centre = torch.stack([left, top], 1) + half + shift
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device)
+    theta = torch.cat([linear * scale[None, :, None], (centre * scale - 1)[:, :, None]], 2)  # (B, 2, 3)
     grid = F.affine_grid(theta, [len(x), x.shape[1], out_h, out_w], align_corners=False)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 

@@ -54,6 +54,10 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=list)  # [min, max] area share: random resized crops (the
     # ImageNet recipe's [0.08, 1]) in place of crop_padding's pad-crop; empty: off
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # their width / height range
+    rotate: float = 0.0  # a batch-wide affine warp (Keras's ImageDataGenerator, torchvision's RandomAffine):
+    shear: float = 0.0  # rotation and x-shear up to these degrees either way,
+    zoom: float = 0.0  # x and y zoom factors each in [1 - zoom, 1 + zoom],
+    translate: float = 0.0  # and shifts up to this share of the side
     tta: str = "none"  # "flip": also score the final split by averaging each image with its mirror (reported apart)
     stream: str = "auto"  # image-folder caches: "auto" holds one whole when it takes <= 1/4 of free memory, else
     # reads each batch from the memory-mapped cache; "true" / "false" force it (the batches are the same)
