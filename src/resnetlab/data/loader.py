@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from ..errors import UserError
 from .dataset import Dataset, centre_offsets
 from .photo import PhotoDraws, colour, crop_boxes, draw, draw_warps, erase, resized_crops
-from .stream import HostImages, ahead, residency
+from .policy import POLICIES, apply_policy, draw_policy
+from .stream import HostImages, ahead, residency, shared_tensor
 
 PAD_MODES = ("zeros", "reflect")
 
@@ -55,6 +56,7 @@ class AugmentConfig:
     shear: float = 0.0  # x-shear, degrees either way
     zoom: float = 0.0  # x and y zoom factors each in [1 - zoom, 1 + zoom]
     translate: float = 0.0  # shift of up to this share of the side, in x and in y
+    policy: str = "none"  # "randaugment" or "trivialaugment": per-image operations (policy.py)
 
     @property
     def warp(self) -> tuple[float, float, float, float]:
@@ -65,7 +67,8 @@ class AugmentConfig:
         return (self.brightness, self.contrast, self.saturation, self.hue)
 
     def validate(self) -> None:
-        values = (self.crop_padding, self.cutout, self.mixup, self.cutmix, *self.jitter, self.grey, self.erase, *self.warp)
+        values = (self.crop_padding, self.cutout, self.mixup, self.cutmix, *self.jitter, self.grey, self.erase)
+        values += self.warp
         if any(v < 0 for v in values):
             raise UserError(f"augmentation values must be >= 0 (0 turns one off), got {self}")
         if self.pad_mode not in PAD_MODES:
@@ -78,6 +81,8 @@ class AugmentConfig:
         for name, top in (("rotate", 180), ("shear", 60), ("zoom", 0.9), ("translate", 1)):
             if getattr(self, name) > top:
                 raise UserError(f"{name}={getattr(self, name)} is out of range; use 0 to {top} (0 turns it off)")
+        if self.policy not in POLICIES:
+            raise UserError(f"policy={self.policy!r} is unknown; use one of {', '.join(POLICIES)}")
         scale, ratio = self.crop_scale, self.crop_ratio
         if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
             raise UserError(f"crop_scale={list(scale)} must be [min, max] with 0 < min <= max <= 1, e.g. [0.08, 1]")
@@ -99,6 +104,7 @@ class EpochPlan:
     photo: PhotoDraws  # colour factors, greyscale flags, erasing boxes (rows as `order`)
     crops: torch.Tensor | None  # (n, 4) random resized crop boxes (top, left, height, width), or None
     warps: torch.Tensor | None  # (n, 6) affine parameters (photo.draw_warps), or None
+    policy: torch.Tensor | None  # (n, slots, 2) RandAugment / TrivialAugment operations (policy.draw_policy)
 
 
 class BatchLoader:
@@ -146,7 +152,7 @@ class BatchLoader:
         self.host: HostImages | None = None
         if self.residency.held:
             self.images = (
-                torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(self.device)
+                shared_tensor(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(self.device)
             )
         else:
             self.host = HostImages(data.images, pin=self.device.type == "cuda")
@@ -205,7 +211,8 @@ class BatchLoader:
         photo = PhotoDraws(photo.jitter[: len(order)], photo.grey[: len(order)], photo.erase[: len(order)])
         crops = crop_boxes(n, gen, *self.stored, a.crop_scale, a.crop_ratio)[: len(order)] if a.crop_scale else None
         warps = draw_warps(n, gen, *a.warp)[: len(order)] if any(a.warp) else None
-        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo, crops, warps)
+        policy = draw_policy(n, gen, a.policy, (h, w))[: len(order)] if a.policy != "none" else None
+        return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo, crops, warps, policy)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, from `start_batch` on (to resume mid-epoch)."""
@@ -251,6 +258,8 @@ class BatchLoader:
         if plan.crops is None and (a.crop_padding or (a.hflip and not resampled)):  # pad-crop, unless resized crops
             flips = plan.flips[rows].to(self.device) & (not resampled)
             x = crop_and_flip(x, plan.offsets[rows].to(self.device), flips, a.crop_padding, a.pad_mode)
+        if plan.policy is not None:  # each image's own operations, on the 0..255 scale
+            x = apply_policy(x.float(), plan.policy[rows])
         if any(a.jitter) or a.grey:  # colour works on [0, 1]; then normalise
             x = colour(x.float().div_(255.0), plan.photo.jitter[rows], plan.photo.grey[rows], a.jitter)
             x = x.mul_(self.scale * 255.0).add_(self.bias)

@@ -75,9 +75,7 @@ class HostImages:
 
     def __init__(self, images: np.ndarray | Rows, pin: bool) -> None:
         base, self.rows = mapped(images) or (np.asarray(images), None)
-        with warnings.catch_warnings():  # a read-only map: torch warns it cannot write to it, and it never does
-            warnings.simplefilter("ignore", UserWarning)
-            self.base = torch.from_numpy(base)  # the very mapping the dataset holds (its file may be gone since)
+        self.base = shared_tensor(base)  # the very mapping the dataset holds (its file may be gone since)
         self.pin = pin
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
@@ -87,6 +85,14 @@ class HostImages:
         out = torch.empty((len(idx), *self.base.shape[1:]), dtype=torch.uint8, pin_memory=self.pin)
         out[torch.from_numpy(order)] = self.base.index_select(0, torch.from_numpy(where[order]))
         return out
+
+
+def shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """torch.from_numpy of an array that may be a read-only memory map: torch warns that it cannot write to
+    such memory, and nothing here ever writes to it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
 
 
 def ahead(make: Callable[[int], T], items: range, depth: int = 2) -> Iterator[T]:

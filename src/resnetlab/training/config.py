@@ -58,6 +58,8 @@ class DataConfig:
     shear: float = 0.0  # rotation and x-shear up to these degrees either way,
     zoom: float = 0.0  # x and y zoom factors each in [1 - zoom, 1 + zoom],
     translate: float = 0.0  # and shifts up to this share of the side
+    policy: str = "none"  # "randaugment" (2 operations at magnitude 9 of 31) or "trivialaugment" (TrivialAugment
+    # Wide: 1 operation, any magnitude), each image its own, as torchvision's defaults (data/policy.py)
     tta: str = "none"  # "flip": also score the final split by averaging each image with its mirror (reported apart)
     stream: str = "auto"  # image-folder caches: "auto" holds one whole when it takes <= 1/4 of free memory, else
     # reads each batch from the memory-mapped cache; "true" / "false" force it (the batches are the same)
@@ -190,6 +192,7 @@ CHOICES = {
     "data.pad_mode": ("zeros", "reflect"),
     "data.stream": ("auto", "true", "false"),
     "data.tta": ("none", "flip"),
+    "data.policy": ("none", "randaugment", "trivialaugment"),
     "run.backend": ("auto", "gloo", "nccl"),
 }
 

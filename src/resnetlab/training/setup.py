@@ -75,7 +75,7 @@ def make_loader(
     augment = AugmentConfig(
         d.crop_padding, d.pad_mode, hflip, d.cutout, d.mixup, d.cutmix,
         d.brightness, d.contrast, d.saturation, d.hue, d.grey, d.erase, tuple(d.crop_scale), tuple(d.crop_ratio),
-        d.rotate, d.shear, d.zoom, d.translate,
+        d.rotate, d.shear, d.zoom, d.translate, d.policy,
     )  # fmt: skip
     return BatchLoader(
         data,
