@@ -90,7 +90,7 @@ def test_each_image_gets_its_own_operation_and_the_loader_is_seeded():
     info = DatasetInfo("random", (0.5,) * 3, (0.25,) * 3, (3, 16, 16), ("a", "b"), True)
     data = Dataset(IMAGES.permute(0, 2, 3, 1).numpy().repeat(8, 0), np.arange(32) % 2, ["a", "b"], info, "train", "t")
     for policy in ("randaugment", "trivialaugment"):
-        make = lambda: BatchLoader(data, 8, train=True, augment=AugmentConfig(policy=policy), seed=3)  # noqa: E731
+        make = lambda p=policy: BatchLoader(data, 8, train=True, augment=AugmentConfig(policy=p), seed=3)  # noqa: E731
         first, again = list(make().epoch(1)), list(make().epoch(1))
         assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
         assert all(torch.equal(a[0], b[0]) for a, b in zip(first[2:], make().epoch(1, 2), strict=True))

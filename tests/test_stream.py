@@ -31,8 +31,9 @@ AUGMENT = AugmentConfig(
 
 
 PHOTO = AugmentConfig(
-    crop_scale=(0.3, 1.0), hflip=True, saturation=0.4, rotate=20, shear=10, zoom=0.2, translate=0.1, policy="randaugment"
-)
+    crop_scale=(0.3, 1.0), hflip=True, saturation=0.4, rotate=20, shear=10, zoom=0.2, translate=0.1,
+    policy="randaugment",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("augment", [AUGMENT, PHOTO])
