@@ -5,9 +5,14 @@ All do the same work per image (pad 4 + random crop, horizontal flip, to float, 
 uint8 images, in one run, on this machine's CPU. The streamed loader reads each batch's rows from an .npy
 file mapped into memory (after a warm-up epoch, so from the page cache, as a cache that fits the page cache
 is read in training), a background thread reading one batch ahead.
-Then the cost of a folder's cache: resnetlab building it (every core, JPEGs decoded in draft mode where the
-target is small) against a plain Pillow loop a user would write (open, convert, resize the short side and
-centre-crop, into one array), on the same photo-sized JPEGs.
+Then a folder of photo-sized JPEGs: the cost of its cache, resnetlab building it (every core, JPEGs decoded
+in draft mode where the target is small) against a plain Pillow loop a user would write (open, convert,
+resize the short side and centre-crop to the same stored size, into one array); and the photo recipe's
+training loader at 128 px (random resized crop of 8-100% of the area, flip, to float, normalise), resnetlab's
+from its cache (held, and streamed) against what a user would write instead: torchvision's ImageFolder with
+transforms.v2 (RandomResizedCrop, RandomHorizontalFlip, ToImage, ToDtype, Normalize) in a DataLoader with
+worker processes and pinned memory; beside them, the images per second a ResNet-18 trains at 128 px here
+(fp32), which the loader must outpace.
 Run: .venv/bin/python benchmarks/data_speed.py
 """
 
@@ -98,41 +103,104 @@ def main() -> None:
             f"{ours_rate / peer_rate:>9.1f}x {streamed_rate / peer_rate:>13.1f}x"
         )
 
-    build_speed(args.photos)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = photo_folder(Path(tmp) / "photos", args.photos)
+        build_speed(folder, Path(tmp), args.photos)
+        photo_loader_speed(folder, Path(tmp), args)
 
 
-def build_speed(count: int) -> None:
+def photo_folder(folder: Path, count: int) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        (folder / f"c{i % 4}").mkdir(parents=True, exist_ok=True)
+        coarse = rng.integers(0, 256, (15, 20, 3), dtype=np.uint8)  # smooth, photo-like content
+        Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC).save(folder / f"c{i % 4}" / f"{i}.jpg",
+                                                                                 quality=90)  # fmt: skip
+    return folder
+
+
+def build_speed(folder: Path, tmp: Path, count: int) -> None:
     """Images per second of building a folder's cache, resnetlab against a plain Pillow loop."""
     import os
 
     from PIL import ImageOps
 
     from resnetlab.data import load_dataset
+    from resnetlab.data.folders import stored_size
 
-    rng = np.random.default_rng(0)
     print(f"\ncache build: {count} JPEGs of 500x375 (quality 90), {os.cpu_count()} cores")
-    print(f"{'target':<8} {'resnetlab img/s':>16} {'Pillow loop img/s':>18} {'ratio':>6}")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "photos"
-        for i in range(count):
-            (folder / f"c{i % 4}").mkdir(parents=True, exist_ok=True)
-            coarse = rng.integers(0, 256, (15, 20, 3), dtype=np.uint8)  # smooth, photo-like content
-            Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC).save(folder / f"c{i % 4}" / f"{i}.jpg",
-                                                                                     quality=90)  # fmt: skip
-        files = sorted(folder.rglob("*.jpg"))
-        for size in (64, 224):
-            os.environ["RESNETLAB_DATA"] = str(Path(tmp) / f"cache{size}")
-            start = time.perf_counter()
-            load_dataset(str(folder), "train", image_size=size, val_fraction=0.0)
-            ours = count / (time.perf_counter() - start)
-            start = time.perf_counter()
-            out = np.empty((count, size, size, 3), np.uint8)
-            for i, path in enumerate(files):
-                with Image.open(path) as img:
-                    fitted = ImageOps.fit(img.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
-                    out[i] = np.asarray(fitted)
-            plain = count / (time.perf_counter() - start)
-            print(f"{size:<8} {ours:>16,.0f} {plain:>18,.0f} {ours / plain:>5.1f}x")
+    print(f"{'input (stored)':<15} {'resnetlab img/s':>16} {'Pillow loop img/s':>18} {'ratio':>6}")
+    files = sorted(folder.rglob("*.jpg"))
+    for size in (64, 224):
+        stored = stored_size(size)
+        os.environ["RESNETLAB_DATA"] = str(tmp / f"cache{size}")
+        start = time.perf_counter()
+        load_dataset(str(folder), "train", image_size=size, val_fraction=0.0)
+        ours = count / (time.perf_counter() - start)
+        start = time.perf_counter()
+        out = np.empty((count, stored, stored, 3), np.uint8)
+        for i, path in enumerate(files):
+            with Image.open(path) as img:
+                fitted = ImageOps.fit(img.convert("RGB"), (stored, stored), Image.Resampling.BILINEAR)
+                out[i] = np.asarray(fitted)
+        plain = count / (time.perf_counter() - start)
+        print(f"{f'{size} ({stored})':<15} {ours:>16,.0f} {plain:>18,.0f} {ours / plain:>5.1f}x")
+
+
+def photo_loader_speed(folder: Path, tmp: Path, args: argparse.Namespace, size: int = 128) -> None:
+    """The photo recipe's training loader at `size` px: resnetlab from its cache against ImageFolder + v2."""
+    import os
+
+    import torchvision
+    from torchvision.transforms import v2
+
+    from resnetlab.data import load_dataset
+
+    os.environ["RESNETLAB_DATA"] = str(tmp / "cache-loader")
+    data = load_dataset(str(folder), "train", image_size=size, val_fraction=0.0)  # built here, not timed
+    augment = AugmentConfig(hflip=True, crop_scale=(0.08, 1.0))
+    rates = {}
+    for stream in ("false", "true"):
+        ours = BatchLoader(data, args.batch_size, train=True, augment=augment, stream=stream)
+        rate(ours.epoch(0), len(data))  # warm-up
+        rates[stream] = max(rate(ours.epoch(e), len(data)) for e in (1, 2))
+    transform = v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(data.info.mean, data.info.std),
+    ])  # fmt: skip
+    peer = torch.utils.data.DataLoader(
+        torchvision.datasets.ImageFolder(str(folder), transform=transform),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        pin_memory=torch.cuda.is_available(),  # pinned where there is a GPU to copy to
+        persistent_workers=args.workers > 0,
+    )
+    rate(peer, len(data))  # warm-up (starts the workers)
+    peer_rate = max(rate(peer, len(data)) for _ in range(2))
+    model = torchvision.models.resnet18(num_classes=4)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(64, 3, size, size), torch.randint(0, 4, (64,))
+    steps = []
+    for _ in range(4):  # the first is a warm-up
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        steps.append(len(x) / (time.perf_counter() - start))
+    train_rate = max(steps[1:])
+    print(f"\nphoto training loader at {size} px (random resized crop + flip), {len(data)} photos, "
+          f"peer: ImageFolder + transforms.v2, {args.workers} workers")  # fmt: skip
+    print(f"{'resnetlab held':<20} {rates['false']:>8,.0f} img/s  {rates['false'] / peer_rate:>5.1f}x the peer")
+    print(f"{'resnetlab streamed':<20} {rates['true']:>8,.0f} img/s  {rates['true'] / peer_rate:>5.1f}x the peer")
+    print(f"{'ImageFolder + v2':<20} {peer_rate:>8,.0f} img/s")
+    print(f"{'ResNet-18 trains':<20} {train_rate:>8,.0f} img/s  (fp32, batch 64): the streamed loader is "
+          f"{rates['true'] / train_rate:,.0f}x faster")  # fmt: skip
 
 
 if __name__ == "__main__":
