@@ -24,7 +24,7 @@ test-slow: install
 # The main job: Fashion-MNIST (Debian package or download), a CIFAR-style ResNet, the test accuracy.
 demo: install
 	./scripts/get-fashion-mnist.sh $(BIN)/resnetlab
-	$(BIN)/resnetlab train configs/fashion_mnist_fast.yaml
+	$(BIN)/resnetlab train fashion_mnist_fast
 
 bench: install
 	$(BIN)/python benchmarks/data_speed.py

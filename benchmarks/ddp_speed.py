@@ -79,8 +79,7 @@ def plain_worker(args: argparse.Namespace) -> float:
     torch.manual_seed(0)
     model = create_model(args.model, num_classes=10)
     bf16 = args.precision == "bf16"
-    if bf16:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # the layout resnetlab's channels_last=auto picks on CPUs
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     local = args.batch_size // world
     generator = torch.Generator().manual_seed(rank)
@@ -92,7 +91,7 @@ def plain_worker(args: argparse.Namespace) -> float:
         if world > 1:
             dist.barrier()
         start = time.perf_counter()
-        bare_epoch(train_model, opt, x_all, y_all, args.steps, local, bf16)
+        bare_epoch(train_model, opt, x_all, y_all, args.steps, local, bf16, channels_last=True)
         if world > 1:
             dist.barrier()  # the epoch ends when the slowest rank's does
         elapsed = time.perf_counter() - start

@@ -2,13 +2,16 @@
 
 The peers are what a user would write instead: torchvision's resnet18, and a CIFAR ResNet-20 written out
 plainly (He et al. 2015, option A), each trained by a bare loop over in-memory tensors (no augmentation,
-no metrics, no checkpoints), in fp32 and in bf16 autocast + channels_last. resnetlab runs its whole loop
-(batches from its loader, metrics, checkpoint at the epoch end; augmentation off, as the peer has none;
-benchmarks/data_speed.py measures that part), in fp32 and in bf16 + channels_last (what
-precision=auto picks on CPUs with AMX/AVX-512 BF16). Each runs two epochs (the second is timed), in
-rounds that alternate the four loops; the median of each counts, as this machine is shared and noisy
-(the same loop varies by +-20% from one process to the next here).
-The last column compares the faster precision of each side.
+no metrics, no checkpoints) in every arithmetic a user might pick: fp32 in NCHW, fp32 in channels_last, and
+bf16 autocast + channels_last. resnetlab runs its whole loop (batches from its loader, metrics, checkpoint
+at the epoch end; augmentation off, as the peer has none; benchmarks/data_speed.py measures that part) with
+precision=auto and channels_last=auto: what it picks on this CPU is the figure a user gets. The ratio compares
+it with the fastest plain loop.
+
+bf16 is run only on CPUs with bf16 units (AMX or AVX-512 BF16): elsewhere it is emulated and takes minutes
+(27 img/s for ResNet-20 on a 2-core AMD EPYC), and precision=auto never picks it there; the column says so.
+Each loop runs two epochs (the second is timed), in rounds that alternate the loops; the median of each counts,
+as this machine is shared and noisy (the same loop varies by +-20% from one process to the next here).
 
 Run: .venv/bin/python benchmarks/train_speed.py [--steps 30] [--batch-size 128] [--rounds 5]
 """
@@ -16,6 +19,7 @@ Run: .venv/bin/python benchmarks/train_speed.py [--steps 30] [--batch-size 128] 
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import tempfile
 import time
@@ -26,6 +30,7 @@ import torchvision
 from torch import nn
 
 from resnetlab.training import load_config
+from resnetlab.training.device import choose_precision, cpu_has_fast_bf16
 from resnetlab.training.loop import fit
 
 
@@ -64,27 +69,29 @@ class PlainResNet20(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-def plain_loop(model: nn.Module, steps: int, batch: int, bf16_cl: bool) -> float:
-    """Images per second of the second of two epochs of a bare training loop."""
+def plain_loop(model: nn.Module, steps: int, batch: int, arithmetic: str) -> float:
+    """Images per second of the second of two epochs of a bare training loop ("fp32", "fp32+CL" or "bf16+CL")."""
     x_all = torch.randn(steps * batch, 3, 32, 32)
     y_all = torch.randint(0, 10, (steps * batch,))
-    if bf16_cl:
+    channels_last = arithmetic.endswith("+CL")
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
-    seconds = [bare_epoch(model, opt, x_all, y_all, steps, batch, bf16_cl) for _ in range(2)]
+    bf16 = arithmetic.startswith("bf16")
+    seconds = [bare_epoch(model, opt, x_all, y_all, steps, batch, bf16, channels_last) for _ in range(2)]
     return steps * batch / seconds[-1]
 
 
 def bare_epoch(
     model: nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor, y_all: torch.Tensor, steps: int, batch: int,
-    bf16: bool,
+    bf16: bool, channels_last: bool,
 ) -> float:  # fmt: skip
     """Seconds for `steps` bare training steps on consecutive slices of x_all / y_all (also ddp_speed's peer)."""
     start = time.perf_counter()
     for i in range(steps):
         x, y = x_all[i * batch : (i + 1) * batch], y_all[i * batch : (i + 1) * batch]
-        if bf16:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(x).float(), y)
@@ -117,15 +124,14 @@ def resnetlab_loop(name: str, steps: int, batch: int, precision: str) -> float:
         return fit(cfg).rows[-1]["images_per_s"]
 
 
-def measure(name: str, make_peer, steps: int, batch: int, rounds: int) -> dict[str, float]:
-    """Median images/s of each loop over `rounds` rounds that alternate the four of them."""
-    results: dict[str, list[float]] = {"plain fp32": [], "plain bf16": [], "ours fp32": [], "ours bf16": []}
+def measure(name: str, make_peer, steps: int, batch: int, rounds: int, peers: list[str]) -> dict[str, float]:
+    """Median images/s of each loop over `rounds` rounds that alternate them."""
+    results: dict[str, list[float]] = {key: [] for key in [*peers, "resnetlab"]}
     for _ in range(rounds):
-        torch.manual_seed(0)
-        results["plain fp32"].append(plain_loop(make_peer(), steps, batch, bf16_cl=False))
-        results["plain bf16"].append(plain_loop(make_peer(), steps, batch, bf16_cl=True))
-        results["ours fp32"].append(resnetlab_loop(name, steps, batch, "fp32"))
-        results["ours bf16"].append(resnetlab_loop(name, steps, batch, "bf16"))
+        for arithmetic in peers:
+            torch.manual_seed(0)
+            results[arithmetic].append(plain_loop(make_peer(), steps, batch, arithmetic))
+        results["resnetlab"].append(resnetlab_loop(name, steps, batch, "auto"))
     return {key: statistics.median(values) for key, values in results.items()}
 
 
@@ -141,23 +147,36 @@ def main() -> None:
     # synthetic() makes 1000 training images by default; give the timed epochs enough distinct batches.
     default_synthetic = sources.synthetic
     sources.synthetic = lambda split, **kw: default_synthetic(split, n=max(args.steps * args.batch_size, 256), **kw)
-    peers = {"resnet20": PlainResNet20, "resnet18": lambda: torchvision.models.resnet18(num_classes=10)}
+    chosen = choose_precision("auto", "auto", torch.device("cpu"))
+    peers = ["fp32", "fp32+CL"] + (["bf16+CL"] if cpu_has_fast_bf16() else [])
+    cpu = platform.processor() or platform.machine()
     print(
-        f"torch {torch.__version__}; batch {args.batch_size}, 32x32x3, {args.steps} steps an epoch, 2 threads, "
-        f"median of {args.rounds} interleaved rounds (images/s)"
+        f"torch {torch.__version__}; CPU {cpu_name() or cpu}; batch {args.batch_size}, 32x32x3, {args.steps} steps "
+        f"an epoch, 2 threads, median of {args.rounds} interleaved rounds (images/s)"
     )
-    print(
-        f"{'model':<9} {'plain fp32':>11} {'plain bf16+CL':>14} {'resnetlab fp32':>15} {'resnetlab bf16+CL':>18} "
-        f"{'best / best':>12}"
-    )
-    for name, make_peer in peers.items():
-        m = measure(name, make_peer, args.steps, args.batch_size, args.rounds)
-        ratio = max(m["ours fp32"], m["ours bf16"]) / max(m["plain fp32"], m["plain bf16"])
-        print(
-            f"{name:<9} {m['plain fp32']:>11.0f} {m['plain bf16']:>14.0f} {m['ours fp32']:>15.0f} "
-            f"{m['ours bf16']:>18.0f} {ratio:>11.2f}x",
-            flush=True,
-        )
+    print(f"resnetlab picks {chosen.name}{' + channels_last' if chosen.channels_last else ''} ({chosen.reason})")
+    if "bf16+CL" not in peers:
+        print("plain bf16 skipped: this CPU has no bf16 units, so bf16 is emulated (minutes per run)")
+    models = {"resnet20": PlainResNet20, "resnet18": lambda: torchvision.models.resnet18(num_classes=10)}
+    header = "".join(f"{'plain ' + p:>15}" for p in peers)
+    print(f"{'model':<9}{header}{'resnetlab auto':>16}{'ours / best plain':>19}")
+    for name, make_peer in models.items():
+        m = measure(name, make_peer, args.steps, args.batch_size, args.rounds, peers)
+        ratio = m["resnetlab"] / max(m[p] for p in peers)
+        cells = "".join(f"{m[p]:>15.0f}" for p in peers)
+        print(f"{name:<9}{cells}{m['resnetlab']:>16.0f}{ratio:>18.2f}x", flush=True)
+        print(f"{name}: resnetlab/peer = {ratio:.2f}x", flush=True)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else ''."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 if __name__ == "__main__":

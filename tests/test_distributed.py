@@ -59,6 +59,8 @@ def two_process_run(tmp_path_factory) -> Path:
 def test_two_processes_train_what_one_process_trains(two_process_run, tmp_path):
     frozen = ["freeze_bn=true"]  # BatchNorm statistics of one global batch are not those of two halves
     frozen += ["epochs=4", "seed=5"]  # validation peaks early: the selected weights are not the last
+    frozen += ["run.channels_last=false"]  # NCHW, where the tolerances below were measured: oneDNN's channels_last
+    # convolutions sum a half batch in another order than a whole one, and 64 steps grow that to ~3x the noise
     one = fit(load_config(None, SETTINGS + frozen + [f"out={tmp_path}", "name=one"]))
     done = subprocess.run(
         torchrun(*SETTINGS, *frozen, f"out={tmp_path}", "name=two"), capture_output=True, text=True, timeout=300

@@ -22,6 +22,5 @@ def test_imagenet_models_at_their_published_input_size(name):
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST is not installed")
 def test_one_epoch_of_the_demo_recipe_learns_fashion_mnist(tmp_path):
-    recipe = Path(__file__).parent.parent / "configs" / "fashion_mnist_fast.yaml"
-    result = fit(load_config(recipe, ["epochs=1", "quiet=true", f"out={tmp_path}"]))
+    result = fit(load_config("fashion_mnist_fast", ["epochs=1", "quiet=true", f"out={tmp_path}"]))
     assert result.summary["test_top1"] > 0.80  # one one-cycle epoch of ResNet-14 reaches about 85% here

@@ -21,6 +21,7 @@ import resnetlab
 from resnetlab.cli import main
 from resnetlab.data.sources import synthetic
 from resnetlab.errors import ConfigError, UserError, WriteFailed
+from resnetlab.recipes import list_recipes
 from resnetlab.training import checkpoint as ckpt
 from resnetlab.training import load_config
 from resnetlab.training.config import ScheduleConfig
@@ -194,8 +195,8 @@ def test_non_finite_loss_stops_with_epoch_step_and_lr_and_keeps_the_checkpoint(t
         return loss * float("nan") if calls["n"] == 12 else loss
 
     monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
-    cfg = tiny(tmp_path, "name=nan")
-    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 12 \(lr"):
+    cfg = tiny(tmp_path, "name=nan")  # 8 steps an epoch: the host reads the loss at step 8 and 16 only
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 12 \(lr"):
         fit(cfg)
     state = ckpt.load_checkpoint(tmp_path / "runs" / "nan")
     assert state["epoch"] == 1 and state["step"] == 8
@@ -244,14 +245,60 @@ def test_paper_schedule_in_iterations():
     assert one(0) == pytest.approx(1 / 25) and one(100) == pytest.approx(1) and one(399) < 1e-3
 
 
-def test_every_recipe_loads_and_states_its_command_and_result():
-    recipes = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
-    assert len(recipes) >= 4
-    for recipe in recipes:
-        head = recipe.read_text().splitlines()[:6]
-        assert any("resnetlab train" in line or "resnetlab finetune" in line for line in head), recipe
-        assert any("result" in line.lower() for line in head), recipe
-        load_config(recipe)
+def test_every_shipped_recipe_loads_by_name_and_states_its_command_and_result():
+    shipped = list_recipes()
+    assert {"fashion_mnist_fast", "finetune_folder", "cifar10_resnet_paper"} <= {r.name for r in shipped}
+    for recipe in shipped:
+        assert recipe.command.startswith(("resnetlab train " + recipe.name, "resnetlab finetune " + recipe.name))
+        assert recipe.result and recipe.title, recipe.name
+        assert load_config(recipe.name).to_dict() == load_config(recipe.path).to_dict()
+    assert load_config("configs/fashion_mnist_fast.yaml").model.name == "resnet14"  # the old path still finds it
+    with pytest.raises(ConfigError, match=r"'fashion_mnist_fats' is neither a file nor a shipped recipe \(did you"):
+        load_config("fashion_mnist_fats")
+
+
+def test_a_field_name_alone_is_its_key_where_one_section_has_it():
+    cfg = load_config(None, ["threads=2", "crop_padding=0", "nesterov=true", "name=x", "model=resnet8"])
+    assert (cfg.run.threads, cfg.data.crop_padding, cfg.optim.nesterov) == (2, 0, True)
+    assert (cfg.output.name, cfg.model.name) == ("x", "resnet8")  # shared names keep their documented meaning
+    with pytest.raises(ConfigError, match="unknown config key 'thread'.*threads"):
+        load_config(None, ["thread=2"])
+
+
+def test_help_lists_every_key_with_its_default_and_meaning(capsys):
+    from resnetlab.training.config import all_keys, key_docs
+
+    undocumented = [key for key, _, doc in key_docs() if not doc]
+    assert not undocumented  # every field carries its one line of meaning where it is defined
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    for key in all_keys():
+        assert f"  {key}" in text, key
+    assert "run.threads (threads)=0  CPU threads for torch (0: all cores)" in text
+    assert "data.crop_scale (crop_scale)=[]  [min, max] area share: random resized crops (the ImageNet" in text
+    assert "optim.optimizer (optimizer)=sgd [sgd|adamw]" in text
+
+
+def test_print_config_resolves_a_recipe_and_writes_nothing(tmp_path, capsys):
+    assert main(["train", "fashion_mnist_fast", "epochs=2", "threads=1", f"out={tmp_path}", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["name"] == "resnet14" and printed["schedule"]["epochs"] == 2
+    assert printed["run"]["threads"] == 1 and not any(tmp_path.iterdir())
+
+
+def test_a_bare_train_asks_what_to_train_instead_of_starting_a_default_job(capsys):
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "train needs a recipe or settings" in err and "resnetlab recipes" in err and "Traceback" not in err
+
+
+def test_recipes_command_lists_each_with_command_and_result(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion_mnist_fast:" in out and "command: resnetlab train fashion_mnist_fast" in out
+    assert "result:" in out and "AMD EPYC" in out
+    assert main(["recipes", "finetune_folder"]) == 0
+    assert "crop_scale" in capsys.readouterr().out
 
 
 def test_api_train_with_keyword_overrides(tmp_path):
@@ -265,5 +312,24 @@ def test_api_train_with_keyword_overrides(tmp_path):
         limit_val=32,
         out=str(tmp_path),
         quiet=True,
+        threads=2,  # any key a field name alone names, as on the command line
+        tensorboard=False,
     )
     assert result.run_dir.is_dir() and np.isfinite(result.rows[0]["train_loss"])
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["run"]["threads"] == 2 and saved["output"]["tensorboard"] is False
+
+
+def test_tensorboard_asked_for_but_not_installed_is_said_once_with_how_to_install(tmp_path, monkeypatch, caplog):
+    import importlib.util
+
+    import resnetlab.training.loop as loop
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    monkeypatch.setattr(loop, "_said_no_tensorboard", [])
+    with caplog.at_level("INFO", logger="resnetlab"):
+        for name in ("a", "b"):
+            fit(tiny(tmp_path, f"name={name}", "epochs=1", "limit_train=64", "output.tensorboard=true"))
+    said = [r.message for r in caplog.records if "TensorBoard is not installed" in r.message]
+    assert len(said) == 1 and "pip install tensorboard" in said[0]

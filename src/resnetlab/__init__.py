@@ -2,7 +2,7 @@
 
 import resnetlab
 model = resnetlab.create_model("resnet56")
-result = resnetlab.train("configs/fashion_mnist_fast.yaml", epochs=3)
+result = resnetlab.train("fashion_mnist_fast", epochs=3)
 model, meta = resnetlab.load(result.run_dir)
 """
 

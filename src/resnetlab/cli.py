@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import RunStopped, UserError, WriteFailed
+from .training.config import keys_help
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -137,11 +138,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.loop import fit
 
     recipe, overrides = None, list(args.settings)
-    if overrides and "=" not in overrides[0]:
+    if not overrides:  # a bare `resnetlab train` would start a 30-epoch default job: ask what to train instead
+        raise UserError(
+            f"{args.command} needs a recipe or settings, e.g. `resnetlab {args.command} fashion_mnist_fast` "
+            "(`resnetlab recipes` lists them) or `resnetlab train model=resnet20 data=fashion-mnist epochs=5`; "
+            f"`resnetlab {args.command} --help` lists every key"
+        )
+    if "=" not in overrides[0]:
         recipe = overrides.pop(0)
     if args.command == "finetune" and not any(o.startswith(("init=", "output.init=", "resume=")) for o in overrides):
         raise UserError("finetune needs init=WEIGHTS (a run, a .safetensors, or a torchvision/timm .pth file)")
     cfg = load_config(recipe, overrides)
+    if args.print_config:  # the resolved settings, and nothing trained or written
+        print(cfg.to_yaml().rstrip())
+        return 0
     if cfg.run.nproc > 1 and not under_torchrun():
         return launch(cfg.run.nproc, list(args.settings), args.command)
     if not cfg.run.quiet and os.environ.get("RANK", "0") == "0":
@@ -152,6 +162,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (err.path.parent / "last.pt").is_file():  # a checkpoint from before the failure is there to go on from
             err.next_step = f"resume with: resnetlab train resume={err.path.parent}"
         raise
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from .recipes import list_recipes, recipe_path
+
+    if args.name:
+        print(recipe_path(args.name).read_text().rstrip())
+        return 0
+    for recipe in list_recipes():
+        print(f"{recipe.name}: {recipe.title}")
+        print(f"  command: {recipe.command}")
+        print(textwrap.fill(recipe.result, 110, initial_indent="  result:  ", subsequent_indent="           "))
     return 0
 
 
@@ -372,11 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=text,
-            description="Settings are key=value (dotted keys reach any field: "
-            "optim.momentum=0.95); a first argument without '=' is a YAML recipe.",
+            description="Settings are key=value: a dotted key reaches any field (optim.momentum=0.95), and a field "
+            "name alone works where only one section has it (threads=2). A first argument without '=' is a "
+            "recipe: a shipped one by name (`resnetlab recipes` lists them) or any YAML file.",
+            epilog="keys (default, meaning):\n" + keys_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("settings", nargs="*", help="[RECIPE.yaml] key=value ...")
+        p.add_argument("settings", nargs="*", help="[RECIPE] key=value ...")
+        p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
         p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("recipes", help="the shipped training recipes, each with its command and result")
+    p.add_argument("name", nargs="?", help="print this recipe's YAML")
+    p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")
     p.add_argument("weights", help="a run directory or a .safetensors file")

@@ -1,16 +1,18 @@
 """Training configuration: typed dataclasses, YAML recipes, `key=value` overrides, validation up front.
 
-    cfg = load_config("configs/fashion_mnist_fast.yaml", ["epochs=3", "optim.lr=0.2"])
+    cfg = load_config("fashion_mnist_fast", ["epochs=3", "optim.lr=0.2"])   # a shipped recipe, or a YAML path
 
-Dotted keys reach any field (`schedule.milestones=[32000,48000]`); the common ones have short names
-(`model=resnet20 data=fashion-mnist epochs=30 batch_size=256 lr=0.1 ...`, see SHORT_KEYS). Values are
+Dotted keys reach any field (`schedule.milestones=[32000,48000]`); every field name found in one section only
+works alone (`threads=2` is run.threads), and SHORT_KEYS names the rest (`model=`, `data=`, `name=`, `lr=`). Values are
 read as YAML scalars or lists. Unknown keys and wrong types are errors that name the closest valid key,
 raised before anything is written.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -40,24 +42,24 @@ class DataConfig:
     centre_crop: float = 0.0  # image folders: cached at image_size / this, evaluated on the centre image_size
     # square (Resize + CenterCrop); 0: the init weights', else 0.875 (224 of 256); 1: no border
     crop_padding: int = 4  # pad + random crop; 0 turns it off
-    pad_mode: str = "zeros"
+    pad_mode: str = "zeros"  # what pad-crop pads with: zeros, or the mirrored border
     hflip: str = "auto"  # "auto" follows the dataset (no flips for digits), or "true" / "false"
-    cutout: int = 0
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    cutout: int = 0  # blank a random square of this side in every training image (DeVries & Taylor 2017); 0: off
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs and labels (Zhang et al. 2018)
+    cutmix: float = 0.0  # alpha of CutMix: a box pasted from another image, labels by area (Yun et al. 2019)
     brightness: float = 0.0  # colour jitter, as torchvision's ColorJitter: factors in [1 - b, 1 + b]
-    contrast: float = 0.0
-    saturation: float = 0.0
+    contrast: float = 0.0  # contrast factors in [1 - c, 1 + c]
+    saturation: float = 0.0  # saturation factors in [1 - s, 1 + s] (RGB data)
     hue: float = 0.0  # up to this fraction of a turn of the colour circle (<= 0.5)
     grey: float = 0.0  # probability of turning an image grey (RGB data)
     erase: float = 0.0  # probability of random erasing (Zhong et al. 2017): a box of 2-33% of the area
     crop_scale: list[float] = field(default_factory=list)  # [min, max] area share: random resized crops (the
     # ImageNet recipe's [0.08, 1]) in place of crop_padding's pad-crop; empty: off
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # their width / height range
-    rotate: float = 0.0  # a batch-wide affine warp (Keras's ImageDataGenerator, torchvision's RandomAffine):
-    shear: float = 0.0  # rotation and x-shear up to these degrees either way,
-    zoom: float = 0.0  # x and y zoom factors each in [1 - zoom, 1 + zoom],
-    translate: float = 0.0  # and shifts up to this share of the side
+    rotate: float = 0.0  # rotation up to this many degrees either way (with shear, zoom, translate: one affine warp)
+    shear: float = 0.0  # x-shear up to this many degrees either way
+    zoom: float = 0.0  # x and y zoom factors each in [1 - zoom, 1 + zoom]
+    translate: float = 0.0  # shifts up to this share of the side
     policy: str = "none"  # "randaugment" (2 operations at magnitude 9 of 31) or "trivialaugment" (TrivialAugment
     # Wide: 1 operation, any magnitude), each image its own, as torchvision's defaults (data/policy.py)
     tta: str = "none"  # "flip": also score the final split by averaging each image with its mirror (reported apart)
@@ -66,19 +68,19 @@ class DataConfig:
     limit_train: int = 0  # use a stratified, seeded sample of N training images (0: all)
     limit_val: int = 0  # and of N validation images
     mean: list[float] = field(default_factory=list)  # normalisation; empty: from the init weights, else the data
-    std: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)  # per channel, as mean
 
 
 @dataclass
 class OptimConfig:
     optimizer: str = "sgd"  # "sgd" or "adamw"
-    lr: float = 0.1
-    batch_size: int = 128
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
+    lr: float = 0.1  # peak learning rate (the schedule multiplies it)
+    batch_size: int = 128  # images per step (under torchrun: per step of all processes together)
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum (SGD)
+    weight_decay: float = 1e-4  # L2 penalty (SGD) or decoupled decay (AdamW)
     no_decay_norm_bias: bool = False  # exempt BatchNorm parameters and biases from weight decay
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # share of the target spread over all classes (Szegedy et al. 2016)
     grad_clip: float = 0.0  # clip the global gradient norm to this (0: off)
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off), e.g. 0.999
 
@@ -86,7 +88,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: str = "multistep"  # "multistep", "cosine", "onecycle" or "constant"
-    epochs: int = 30
+    epochs: int = 30  # passes over the training images
     iterations: int = 0  # > 0: train for exactly this many steps instead of `epochs` (the paper counts 64k)
     unit: str = "epoch"  # milestones and warmup counted in "epoch" or "iteration"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # < 1: fractions of the run
@@ -108,13 +110,15 @@ class FinetuneConfig:
 class RunConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
     precision: str = "auto"  # "auto" (bf16 on capable CPUs and GPUs), "bf16", "fp16", "fp32"
-    channels_last: str = "auto"  # "auto" (with bf16 on CPU, and on CUDA), "true", "false"
+    channels_last: str = "auto"  # NHWC memory layout: "auto" (CUDA and CPU, where it measured faster), "true", "false"
     compile: bool = False  # torch.compile, falling back to eager if it fails
-    seed: int = 0
+    seed: int = 0  # weights' initialisation, batch order and augmentation (the split has its own split_seed)
     threads: int = 0  # CPU threads for torch (0: all cores)
     quiet: bool = False  # one line per epoch instead of a progress bar
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     checkpoint_minutes: float = 10.0  # and whenever this many minutes passed since the last one (0: never)
+    log_every: int = 10  # read the running loss and accuracy back from the device (and refresh the progress bar)
+    # every N steps: in between, a GPU runs ahead with no host sync
     nproc: int = 0  # > 1: start this many processes on this machine through torchrun's launcher (DDP)
     backend: str = "auto"  # under torchrun: "auto" (nccl on CUDA, gloo on CPU), "gloo", "nccl"
     sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
@@ -122,7 +126,7 @@ class RunConfig:
 
 @dataclass
 class OutputConfig:
-    out: str = "runs"
+    out: str = "runs"  # the folder that holds run directories
     name: str = ""  # run directory name (default: <model>-<data>); -2, -3, ... when it exists
     resume: str = ""  # a run directory (or its last.pt) to continue exactly
     init: str = ""  # weights to start from (a run, a .safetensors, a torchvision/timm .pth): new optimiser
@@ -202,6 +206,12 @@ def all_keys() -> list[str]:
     return [f"{s.name}.{f.name}" for s in fields(TrainConfig) for f in fields(s.default_factory())]  # type: ignore[misc]
 
 
+def unique_field(name: str) -> str | None:
+    """The dotted key of a field name found in one section only ('threads' -> 'run.threads'), else None."""
+    matches = [dotted for dotted in all_keys() if dotted.split(".")[1] == name]
+    return matches[0] if len(matches) == 1 else None
+
+
 def _field_type(section: Any, name: str) -> Any:
     hints = typing.get_type_hints(type(section))
     return hints[name]
@@ -243,7 +253,7 @@ def apply(cfg: TrainConfig, key: str, value: Any) -> None:
     """Set one dotted (or short) key, checking that it exists and that the value has the right type."""
     if not isinstance(key, str):  # YAML allows any key (`? [1, 2]`, `?` alone is a null one)
         raise ConfigError(f"config key {key!r} is not a name; keys are words such as epochs or optim.lr")
-    dotted = SHORT_KEYS.get(key, key)
+    dotted = SHORT_KEYS.get(key) or unique_field(key) or key
     if dotted.startswith("model.args."):  # free-form architecture arguments: checked when the model is built
         cfg.model.args[dotted.split(".", 2)[2]] = value
         _given(cfg).add(dotted)
@@ -298,6 +308,7 @@ DISPLAY_KEYS = (
     "run.quiet",
     "run.checkpoint_every",
     "run.checkpoint_minutes",
+    "run.log_every",
     "output.tensorboard",
     "output.out",
     "output.name",
@@ -356,9 +367,9 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
     """A recipe file (optional), then key=value overrides on top, then validation."""
     cfg = TrainConfig()
     if recipe:
-        path = Path(recipe)
-        if not path.is_file():
-            raise ConfigError(f"recipe {recipe} does not exist; the recipes are in configs/")
+        from ..recipes import recipe_path
+
+        path = recipe_path(recipe)
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
@@ -387,6 +398,7 @@ def validate(cfg: TrainConfig) -> None:
     positive = {
         "optim.lr": cfg.optim.lr,
         "optim.batch_size": cfg.optim.batch_size,
+        "run.log_every": cfg.run.log_every,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -444,3 +456,45 @@ def validate(cfg: TrainConfig) -> None:
     dev = cfg.run.device
     if dev not in ("auto", "cpu", "mps") and not (dev == "cuda" or dev.startswith("cuda:")):
         raise ConfigError(f"run.device={dev!r} is not auto, cpu, cuda, cuda:N or mps")
+
+
+def key_docs() -> list[tuple[str, str, str]]:
+    """(dotted key, default, meaning) for every key, the meaning read from the dataclasses' own comments (the one
+    place it is written): the comment after a field, and comment lines directly under it."""
+    rows = []
+    default = TrainConfig()
+    for section in fields(TrainConfig):
+        lines = inspect.getsource(type(getattr(default, section.name))).splitlines()
+        docs: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in lines:
+            match = re.match(r"\s+(\w+): [^#]*?(?:#\s*(.*))?$", line)
+            if match and not line.lstrip().startswith("#"):
+                current = docs.setdefault(match.group(1), [match.group(2) or ""])
+            elif line.lstrip().startswith("#") and current is not None:
+                current.append(line.strip().lstrip("#").strip())
+            else:
+                current = None
+        for f in fields(getattr(default, section.name)):
+            dotted = f"{section.name}.{f.name}"
+            value = get(default, dotted)
+            shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            rows.append((dotted, shown, " ".join(w for w in docs.get(f.name, []) if w)))
+    return rows
+
+
+def keys_help() -> str:
+    """The text of `resnetlab train --help`'s key list: each key, its short name, default and meaning."""
+    short_of = {dotted: short for short, dotted in SHORT_KEYS.items()}
+    for dotted in all_keys():
+        if dotted not in short_of and unique_field(dotted.split(".")[1]) == dotted:
+            short_of[dotted] = dotted.split(".")[1]
+    out, section = [], ""
+    for dotted, shown, doc in key_docs():
+        if dotted.split(".")[0] != section:
+            section = dotted.split(".")[0]
+            out.append(f"{section}:")
+        name = dotted + (f" ({short_of[dotted]})" if dotted in short_of and short_of[dotted] != dotted else "")
+        choices = f" [{'|'.join(CHOICES[dotted])}]" if dotted in CHOICES else ""
+        out.append(f"  {name}={shown}{choices}" + (f"  {doc}" if doc else ""))
+    return "\n".join(out)

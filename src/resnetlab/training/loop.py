@@ -1,6 +1,6 @@
 """fit and evaluate: one training run, top to bottom.
 
-    result = fit(load_config("configs/fashion_mnist_fast.yaml"))
+    result = fit(load_config("fashion_mnist_fast"))
     print(result.run_dir, result.summary["test_top1"])
 
 The order of a run: resolve the config -> read the data (train, a held-out validation part, test) ->
@@ -42,6 +42,7 @@ from .checkpoint import save_checkpoint
 from .config import TrainConfig, validate
 from .device import Precision, autocast, choose_precision, resolve_device, resolve_precision
 from .distributed import World, continue_after_restart, join, mark_run
+from .ema import WeightAverage
 from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
 from .norm_stats import BATCHES, reestimate, young_norms
 from .optim import build_optimizer, lr_multiplier, set_lr, total_steps
@@ -58,6 +59,7 @@ from .setup import (
     with_init_defaults,
 )
 from .signals import RunStopped, StopSignals
+from .tally import NO_STEP, Read, StepTally
 
 __all__ = ["RunResult", "TrainingDiverged", "evaluate", "fit", "make_loader", "resolve_device", "resolve_precision"]
 
@@ -118,12 +120,13 @@ def evaluate(
     if total is not None:
         for counts in (loss_sum, top1, top5, confusion, seen):
             total(counts)
-    seen = int(seen.item())
     matrix = confusion.view(num_classes, num_classes).cpu().numpy()
+    loss, right1, right5, count = torch.stack([loss_sum, top1.double(), top5.double(), seen.double()]).tolist()
+    seen = int(count)
     return {
-        "loss": loss_sum.item() / max(seen, 1),
-        "top1": top1.item() / max(seen, 1),
-        "top5": top5.item() / max(seen, 1),
+        "loss": loss / max(seen, 1),
+        "top1": right1 / max(seen, 1),
+        "top5": right5 / max(seen, 1),
         "confusion": matrix,
         "per_class": (np.diag(matrix) / np.maximum(matrix.sum(1), 1)).tolist(),
         "count": seen,
@@ -245,9 +248,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     ema = None
     if cfg.optim.ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema), use_buffers=True)
+        ema = WeightAverage(model, cfg.optim.ema)
     steps_per_epoch = len(train_loader)
     total = total_steps(cfg.schedule, steps_per_epoch)
     epochs = math.ceil(total / steps_per_epoch)
@@ -377,6 +378,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         )
         tick = time.perf_counter()
         first = start_batch if epoch == start_epoch else 0
+        tally = StepTally(device)  # loss and accuracy summed on the device, read every log_every steps
         for b, (x, y) in enumerate(train_loader.epoch(epoch, first), start=first):
             if step >= total:
                 break
@@ -384,9 +386,6 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
             with autocast(device, precision.dtype):
                 logits = train_model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value) and world_size == 1:  # several processes agree on it after the step
-                raise diverged(loss_value, epoch, step, optimizer, run_dir)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # fp16: the loss scaled up so that small gradients survive
             if cfg.optim.grad_clip:
@@ -395,29 +394,37 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
             scaler.step(optimizer)  # skipped when fp16 gradients overflowed; then the scale is lowered
             scaler.update()
             if ema is not None:
-                ema.update_parameters(model)
+                ema.update(model)
+            tally.add(loss, logits, y if y.dim() == 1 else y.argmax(1), step)
             step += 1
-            labels = y if y.dim() == 1 else y.argmax(1)
-            partial["loss"] += loss_value * len(labels)
-            partial["correct"] += (logits.argmax(1) == labels).sum().item()
-            partial["seen"] += len(labels)
             bar.update(1)
-            if b % 10 == 0 or b == steps_per_epoch - 1:
-                rate = partial["seen"] / max(partial["time"] + time.perf_counter() - tick, 1e-9)
-                bar.set_postfix(
-                    loss=f"{partial['loss'] / partial['seen']:.4f}",
-                    acc=f"{100 * partial['correct'] / partial['seen']:.2f}%",
-                    img_s=f"{rate:.0f}",
-                )
+            # The host reads the device only here: at the progress bar's refresh, before a checkpoint, at the
+            # epoch's end. Every process reaches the same read points (a step count), except that a single
+            # process also stops at once for a signal or the checkpoint clock, which are host-side facts.
             due = bool(cfg.run.checkpoint_every) and step % cfg.run.checkpoint_every == 0
             late = (
                 bool(cfg.run.checkpoint_minutes)
                 and time.perf_counter() - saved_at[0] >= 60 * cfg.run.checkpoint_minutes
             )
+            ends = b == steps_per_epoch - 1 or step >= total
+            alone_now = world_size == 1 and (late or stop.requested)
+            if not (due or ends or alone_now or tally.pending >= cfg.run.log_every):
+                continue
+            figures = tally.read()
+            partial["loss"] += figures.loss
+            partial["correct"] += figures.correct
+            partial["seen"] += figures.seen
+            rate = partial["seen"] / max(partial["time"] + time.perf_counter() - tick, 1e-9)
+            bar.set_postfix(
+                loss=f"{partial['loss'] / max(partial['seen'], 1):.4f}",
+                acc=f"{100 * partial['correct'] / max(partial['seen'], 1):.2f}%",
+                img_s=f"{rate:.0f}",
+            )
             # One decision for every process: any rank's signal, clock or non-finite loss counts for all.
-            signum, late, bad_loss = world.agree(stop.requested or 0, late, 0.0 if math.isfinite(loss_value) else 1.0)
-            if bad_loss:
-                raise diverged(loss_value, epoch, step - 1, optimizer, run_dir)
+            bad_flag = 0.0 if figures.bad_step == NO_STEP else 1.0
+            signum, late, bad = world.agree(stop.requested or 0, late, bad_flag)
+            if bad:
+                raise diverged(figures, epoch, base_lrs[0] * multiplier(max(figures.bad_step, 0)), run_dir)
             stop.requested = int(signum) or None
             if ((due or late) and b + 1 < steps_per_epoch) or stop.requested:
                 partial["time"] += time.perf_counter() - tick
@@ -499,18 +506,27 @@ def _leave(world: World, kind: type[BaseException] | None, tb: TracebackType | N
     world.leave(together=agreed)
 
 
-def diverged(loss: float, epoch: int, step: int, optimizer: torch.optim.Optimizer, run_dir: Path | None) -> Exception:
+def diverged(figures: Read, epoch: int, lr: float, run_dir: Path | None) -> Exception:
+    """The first non-finite training loss, with the step where it appeared (on this process, or another's)."""
+    where = (
+        f"became {figures.bad_loss} at epoch {epoch + 1}, step {figures.bad_step + 1} (lr {lr:.4g})"
+        if figures.bad_step != NO_STEP
+        else f"stopped being a finite number on another process (epoch {epoch + 1})"
+    )
     return TrainingDiverged(
-        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1} (lr {optimizer.param_groups[0]['lr']:.4g}); "
-        f"{run_dir / 'last.pt' if run_dir else 'the checkpoint'} is left as it was; lower lr, add warm-up or set "
-        "optim.grad_clip"
+        f"the training loss {where}; {run_dir / 'last.pt' if run_dir else 'the checkpoint'} is left as it was; "
+        "lower lr, add warm-up or set optim.grad_clip"
     )
 
 
 def global_sums(partial: dict[str, Any], world: World) -> dict[str, Any]:
     """The epoch's running loss, correct count and images seen, summed over the processes."""
-    sums = world.sum(torch.tensor([partial["loss"], partial["correct"], partial["seen"]], dtype=torch.float64))
-    return {"loss": sums[0].item(), "correct": sums[1].item(), "seen": int(sums[2].item()), "time": partial["time"]}
+    if world.size == 1:
+        return dict(partial)
+    loss, correct, seen = world.sum(
+        torch.tensor([partial["loss"], partial["correct"], partial["seen"]], dtype=torch.float64, device=world.device)
+    ).tolist()
+    return {"loss": loss, "correct": correct, "seen": int(seen), "time": partial["time"]}
 
 
 def restore_rng(saved: dict[str, Any], world: World, device: torch.device) -> None:
@@ -523,7 +539,9 @@ def restore_rng(saved: dict[str, Any], world: World, device: torch.device) -> No
 
 def refuse_non_finite(model: nn.Module, where: str, run_dir: Path | None) -> None:
     """No checkpoint or weights file ever holds NaN or Inf: stop the run before writing one."""
-    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    tensors = {name: t for name, t in model.state_dict().items() if t.is_floating_point()}
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()  # one host read
+    bad = [name for name, ok in zip(tensors, finite) if not ok]
     if bad:
         raise TrainingDiverged(
             f"the weights stopped being finite numbers ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at "
@@ -717,12 +735,21 @@ class _EagerFallback(nn.Module):
         return self.eager(x)
 
 
+_said_no_tensorboard: list[bool] = []
+
+
 def _tensorboard(run_dir: Path, cfg: TrainConfig):
     if not cfg.output.tensorboard:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
+    except ImportError:  # tensorboard is optional: say so once per process, with how to get it
+        if not _said_no_tensorboard:
+            _said_no_tensorboard.append(True)
+            log.info(
+                "TensorBoard is not installed, so this run writes metrics.csv and curves.png but no TensorBoard "
+                "events; `pip install tensorboard` adds them (output.tensorboard=false silences this)"
+            )
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
 

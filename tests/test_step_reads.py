@@ -1,0 +1,81 @@
+"""The training step reads nothing back from the device between progress-bar refreshes: on a GPU, each host read
+(`.item()`, `float()`, `.tolist()`, `if tensor:`) waits for the queue to drain and leaves the GPU idle. On the CPU
+the same calls are counted, so that CI (which has no GPU) guards the GPU's step."""
+
+import math
+
+import pytest
+import torch
+
+from resnetlab.training import load_config
+from resnetlab.training.ema import WeightAverage
+from resnetlab.training.loop import fit
+
+READS = ("item", "tolist", "__float__", "__int__", "__bool__")
+SETTINGS = [
+    "model=resnet8",
+    "data=synthetic",
+    "epochs=1",
+    "batch_size=16",
+    "limit_val=64",
+    "quiet=true",
+    "output.tensorboard=false",
+    "run.checkpoint_minutes=0",
+    "data.crop_padding=2",
+    "data.hflip=true",
+]
+
+
+def reads_in_a_run(monkeypatch, out, *extra: str) -> tuple[int, int]:
+    """(host reads of tensors during the whole run, training steps per epoch)."""
+    count = [0]
+    for name in READS:
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, **kwargs):
+            count[0] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    result = fit(load_config(None, [*SETTINGS, f"out={out}", *extra]))
+    monkeypatch.undo()
+    return count[0], result.rows[-1]["step"]
+
+
+@pytest.mark.parametrize("extra", [[], ["optim.ema=0.9", "optim.grad_clip=1.0"]], ids=["plain", "ema+clip"])
+def test_an_epoch_reads_the_device_once_per_log_every_steps(tmp_path, monkeypatch, extra):
+    short, short_steps = reads_in_a_run(monkeypatch, tmp_path / "a", "limit_train=320", *extra)
+    long, long_steps = reads_in_a_run(monkeypatch, tmp_path / "b", "limit_train=640", *extra)
+    assert (short_steps, long_steps) == (20, 40)
+    # Everything else in the two runs is the same (validation, checkpoint, summary), so the extra 20 steps may
+    # add only their progress-bar reads: ceil(40 / 10) - ceil(20 / 10) = 2. One read per step would add 20+.
+    assert long - short <= math.ceil(40 / 10) - math.ceil(20 / 10), (short, long)
+    fewer, _ = reads_in_a_run(monkeypatch, tmp_path / "c", "limit_train=640", "run.log_every=40", *extra)
+    assert long - fewer >= 2  # and the reads do follow log_every (40: one read for the whole epoch)
+
+
+def test_the_weight_average_matches_torch_averaged_model_and_resumes():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from resnetlab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10)
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    ours = WeightAverage(model, 0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(4):
+        loss = model(torch.randn(8, 3, 32, 32)).logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        theirs.update_parameters(model)
+        ours.update(model)
+    a, b = theirs.state_dict(), ours.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key].is_floating_point():
+            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6)
+    resumed = WeightAverage(model, 0.9)
+    resumed.load_state_dict(a)  # a checkpoint of either kind loads, and the next update averages
+    assert resumed.started and not WeightAverage(model, 0.9).started
