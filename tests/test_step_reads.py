@@ -79,3 +79,32 @@ def test_the_weight_average_matches_torch_averaged_model_and_resumes():
     resumed = WeightAverage(model, 0.9)
     resumed.load_state_dict(a)  # a checkpoint of either kind loads, and the next update averages
     assert resumed.started and not WeightAverage(model, 0.9).started
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_steps_between_reads_never_synchronise(tmp_path, monkeypatch):
+    """CUDA's sync debug mode raises on any synchronising call; it is on from each step's start to the next read
+    (a read point turns it off for its one read and what follows it: checkpoint, epoch end)."""
+    from resnetlab.training import loop as loop_module
+    from resnetlab.training.tally import StepTally
+
+    real_set_lr, real_read = loop_module.set_lr, StepTally.read
+    steps = [0]
+
+    def set_lr_strict(*args, **kwargs):
+        steps[0] += 1
+        torch.cuda.set_sync_debug_mode("error")
+        return real_set_lr(*args, **kwargs)
+
+    def read_allowed(self):
+        torch.cuda.set_sync_debug_mode("default")
+        return real_read(self)
+
+    monkeypatch.setattr(loop_module, "set_lr", set_lr_strict)
+    monkeypatch.setattr(StepTally, "read", read_allowed)
+    try:
+        fit(load_config(None, [*SETTINGS, f"out={tmp_path}", "device=cuda", "limit_train=640", "optim.ema=0.9"]))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert steps[0] == 40

@@ -176,7 +176,11 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     for recipe in list_recipes():
         print(f"{recipe.name}: {recipe.title}")
         print(f"  command: {recipe.command}")
-        print(textwrap.fill(recipe.result, 110, initial_indent="  result:  ", subsequent_indent="           "))
+        print(
+            textwrap.fill(
+                recipe.result, 110, initial_indent="  result:  ", subsequent_indent=" " * 11, break_on_hyphens=False
+            )
+        )
     return 0
 
 

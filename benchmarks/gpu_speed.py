@@ -1,0 +1,161 @@
+"""Training images per second on a GPU: resnetlab's `fit` against bare PyTorch loops, eager, compiled and under
+CUDA graphs, for ResNet-20 at 32 px (batch 512) and ResNet-50 at 224 px (batch 256).
+
+The bare loop is what a performance-minded user writes: the uint8 images held on the GPU, a random batch
+gathered there, normalised, bf16 autocast + channels_last (what precision=auto picks on a GPU with bf16 units;
+fp16 with a scaler elsewhere), SGD with momentum (fused on CUDA), and no host read inside the timed steps.
+Its three modes: eager; torch.compile (default mode); torch.compile(mode="reduce-overhead"), which replays
+the forward and backward as CUDA graphs. resnetlab runs its whole loop (seeded loader, metrics read every
+run.log_every steps, checkpoint at the epoch end; augmentation off, as the peer has none), eager and with
+compile=true; its figure is the second epoch's images/s. The peers are torchvision's resnet50 and the plain
+CIFAR ResNet-20 of train_speed.py, the same architectures as resnetlab's.
+
+Each table ends with `NAME: resnetlab/peer = R.RRx`: resnetlab's best mode over the bare loop's best mode.
+On a CPU it runs too (for checking the script: --device cpu --modes eager --steps 3); the figures that
+matter are a GPU's, and the device is printed first.
+
+Run: python benchmarks/gpu_speed.py [--device cuda] [--models resnet20,resnet50] [--modes eager,compile,graphs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_speed import PlainResNet20  # noqa: E402
+
+import resnetlab.data.sources as sources  # noqa: E402
+from resnetlab.data.dataset import Dataset, DatasetInfo  # noqa: E402
+from resnetlab.training import load_config  # noqa: E402
+from resnetlab.training.device import choose_precision  # noqa: E402
+from resnetlab.training.loop import fit  # noqa: E402
+
+SETUPS = {  # name: (peer, image side, batch)
+    "resnet20": (PlainResNet20, 32, 512),
+    "resnet50": (lambda: torchvision.models.resnet50(num_classes=10), 224, 256),
+}
+MODES = ("eager", "compile", "graphs")
+
+
+def wait(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(name: str, device: torch.device, mode: str, steps: int, batch: int, dtype: torch.dtype | None) -> float:
+    """Images per second of `steps` bare training steps after as many warm-up steps (compiling happens there)."""
+    make, side, _ = SETUPS[name]
+    torch.manual_seed(0)
+    model = make().to(device, memory_format=torch.channels_last)
+    if mode != "eager":
+        model = torch.compile(model, mode="reduce-overhead" if mode == "graphs" else "default")
+    fused = {"fused": True} if device.type == "cuda" else {}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, **fused)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    pool = 8 * batch  # distinct images held on the device, as uint8 NHWC
+    images = torch.randint(0, 256, (pool, side, side, 3), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (pool,), device=device)
+    mean = torch.tensor([0.5, 0.5, 0.5], device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.25, 0.25, 0.25], device=device).view(1, 3, 1, 1) * 255
+
+    def step() -> None:
+        rows = torch.randint(0, pool, (batch,), device=device)
+        x = images[rows].permute(0, 3, 1, 2).float().sub_(mean).div_(std)  # NCHW view of NHWC memory
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x).float(), labels[rows])
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(max(steps, 3)):
+        step()
+    wait(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    wait(device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def noise_images(split: str, n: int, side: int, seed: int = 0) -> Dataset:
+    """Uniform uint8 images and labels, made fast (synthetic()'s smooth patterns cost float64 memory at 224 px)."""
+    rng = np.random.default_rng([seed, split == "train"])
+    images = rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+    classes = [f"class{i}" for i in range(10)]
+    info = DatasetInfo("synthetic", (0.5,) * 3, (0.25,) * 3, (3, side, side), tuple(classes), True)
+    return Dataset(images, rng.integers(0, 10, n), classes, info, split, "generated (noise)")
+
+
+def resnetlab_loop(name: str, device: torch.device, compiled: bool, steps: int, batch: int) -> float:
+    """Images per second of the second epoch of resnetlab's `fit` on as many generated images as the peer sees."""
+    _, side, _ = SETUPS[name]
+    default_synthetic = sources.synthetic
+    sources.synthetic = lambda split, **kw: noise_images(split, steps * batch if split == "train" else batch, side)
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            cfg = load_config(
+                None,
+                [
+                    f"model={name}",
+                    "data=synthetic",
+                    "val_fraction=0",  # the test images are scored per epoch for display, outside the timed part
+                    f"batch_size={batch}",
+                    "epochs=2",
+                    f"device={device}",
+                    f"compile={str(compiled).lower()}",
+                    "quiet=true",
+                    f"out={out}",
+                    "tensorboard=false",
+                    "crop_padding=0",
+                    "hflip=false",
+                    "checkpoint_minutes=0",
+                ],
+            )
+            return fit(cfg).rows[-1]["images_per_s"]
+    finally:
+        sources.synthetic = default_synthetic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", default="resnet20,resnet50")
+    parser.add_argument("--modes", default=",".join(MODES), help="of eager, compile, graphs")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps (and resnetlab's steps per epoch)")
+    parser.add_argument("--batch-scale", type=float, default=1.0, help="multiply the batch sizes (0.05 on a CPU)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    chosen = choose_precision("auto", "auto", device)
+    modes = [m for m in args.modes.split(",") if m]
+    if device.type != "cuda" and "graphs" in modes:
+        modes.remove("graphs")  # CUDA graphs exist only on CUDA
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {where}; torch {torch.__version__}; {chosen.name} + channels_last ({chosen.reason})")
+    for name in args.models.split(","):
+        _, side, batch = SETUPS[name]
+        batch = max(2, int(batch * args.batch_scale))
+        print(f"\n{name}, {side}x{side}x3, batch {batch}, {args.steps} timed steps (images/s)")
+        bare = {m: bare_loop(name, device, m, args.steps, batch, chosen.dtype) for m in modes}
+        ours = {"eager": resnetlab_loop(name, device, False, args.steps, batch)}
+        if "compile" in modes:
+            ours["compile"] = resnetlab_loop(name, device, True, args.steps, batch)
+        print(f"{'mode':<10}{'bare loop':>12}{'resnetlab':>12}{'ratio':>8}")
+        for mode in modes:
+            mine = ours.get(mode)
+            cells = f"{mine:>12.0f}{mine / bare[mode]:>7.2f}x" if mine else f"{'-':>12}{'':>8}"
+            print(f"{mode:<10}{bare[mode]:>12.0f}{cells}")
+        print(f"{name}: resnetlab/peer = {max(ours.values()) / max(bare.values()):.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

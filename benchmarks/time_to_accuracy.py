@@ -1,0 +1,166 @@
+"""Wall-clock time to a target test accuracy on Fashion-MNIST: resnetlab's recipe against the loop a user writes.
+
+Each arm is one process, timed from its start to its final test figure (Python start-up, imports, reading the
+data, training, scoring): the time a user waits. As in DAWNBench, a run's budget is fixed in advance and its
+time counts as time-to-accuracy only if its final test accuracy reaches the target; nothing is selected on
+the test images (resnetlab selects its epoch on its validation hold-out; the bare loop takes its last epoch).
+
+Arms:
+- resnetlab: `resnetlab train RECIPE` (fashion_mnist_fast by default: ResNet-14, 5 epochs, one-cycle).
+- bare: the same network (resnetlab's resnet14) and recipe written as the plain PyTorch loop of the tutorials:
+  torchvision's FashionMNIST dataset, a DataLoader with 2 workers, ToTensor + Normalize, SGD (Nesterov),
+  OneCycleLR without momentum cycling, label smoothing; channels_last in fp32 where the CPU has no bf16 units
+  (bf16 autocast where it has), the arithmetic resnetlab picks; trained on a seeded 90% of train (the images
+  resnetlab trains on number the same), scored on test after the last epoch.
+
+Run: .venv/bin/python benchmarks/time_to_accuracy.py [--target 0.92] [--arms resnetlab,bare] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+RECIPE = "fashion_mnist_fast"
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def find_fashion_mnist() -> dict[str, Path]:
+    """The four IDX files (.gz or plain), where resnetlab finds them (data dir, Debian package)."""
+    from resnetlab.data.sources import IDX_SPECS, _find_file, _idx_candidates
+
+    for directory in _idx_candidates(IDX_SPECS["fashion-mnist"], None):
+        found = {name: _find_file(directory, name + ".gz") for name in IDX_FILES}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
+    raise SystemExit("Fashion-MNIST is not here; `make demo` or `resnetlab data fetch fashion-mnist` puts it there")
+
+
+def run_resnetlab(recipe: str, out: Path, extra: list[str]) -> dict:
+    """`resnetlab train RECIPE` as a user runs it (its epoch lines pass through), timed from the outside."""
+    before = set(out.glob("*/summary.json"))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "resnetlab", "train", recipe, f"out={out}", *extra], check=True)
+    wall = time.perf_counter() - start
+    (new,) = set(out.glob("*/summary.json")) - before
+    summary = json.loads(new.read_text())
+    return {"wall_s": wall, "test_top1": summary["test_top1"], "epochs": summary["epochs"]}
+
+
+def run_bare(epochs: int, limit: int, out: Path) -> dict:
+    start = time.perf_counter()
+    cmd = [sys.executable, __file__, "--bare-worker", "--epochs", str(epochs), "--limit", str(limit), "--out", str(out)]
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, **json.loads((out / "bare.json").read_text())}
+
+
+def bare_worker(epochs: int, limit: int, out: Path) -> None:
+    """The tutorial loop (runs in its own process, so that its start-up is timed too)."""
+    import torchvision
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import transforms
+
+    from resnetlab import create_model
+    from resnetlab.training.device import cpu_has_fast_bf16
+
+    root = out / "torchvision"  # torchvision's FashionMNIST reads root/FashionMNIST/raw/<name> (unzipped)
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, path in find_fashion_mnist().items():
+        with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f, open(raw / name, "wb") as g:
+            shutil.copyfileobj(f, g)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+    train = torchvision.datasets.FashionMNIST(str(root), train=True, transform=tf)
+    test = torchvision.datasets.FashionMNIST(str(root), train=False, transform=tf)
+    keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: min(limit, int(0.9 * len(train)))]
+    loader = DataLoader(Subset(train, keep.tolist()), batch_size=256, shuffle=True, num_workers=2, drop_last=True)
+    test_loader = DataLoader(test, batch_size=512, num_workers=2)
+
+    torch.manual_seed(0)
+    bf16 = cpu_has_fast_bf16()
+    model = create_model("resnet14", num_classes=10, in_chans=1).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=0.2, total_steps=epochs * len(loader), pct_start=0.25, cycle_momentum=False
+    )
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for x, y in test_loader:
+            correct += (model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()
+    (out / "bare.json").write_text(json.dumps({"test_top1": correct / len(test), "epochs": epochs}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", type=float, default=0.92, help="test top-1 that counts as reached")
+    parser.add_argument("--arms", default="resnetlab,bare")
+    parser.add_argument("--recipe", default=RECIPE)
+    parser.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
+    parser.add_argument("--limit", type=int, default=54_000, help="training images (54,000: 90%% of train)")
+    parser.add_argument("--runs", type=Path, default=None, help="keep resnetlab's run here (default: a temporary one)")
+    parser.add_argument("--bare-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_worker:
+        return bare_worker(args.epochs, args.limit, args.out)
+
+    from resnetlab.training import load_config
+    from resnetlab.training.device import choose_precision
+
+    cfg = load_config(args.recipe)
+    epochs = args.epochs or cfg.schedule.epochs
+    chosen = choose_precision("auto", "auto", torch.device("cpu"))
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    print(
+        f"Fashion-MNIST, target {100 * args.target:.1f}% test top-1; recipe {args.recipe}, {epochs} epochs, "
+        f"{args.limit:,} training images; CPU {cpu}, {torch.get_num_threads()} threads, {chosen.name}"
+    )
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arm in args.arms.split(","):
+            out = Path(tmp) / arm
+            out.mkdir()
+            if arm == "resnetlab":
+                extra = [f"epochs={epochs}"] if args.epochs else []
+                extra += [f"limit_train={args.limit}"] if args.limit < 54_000 else []
+                results[arm] = run_resnetlab(args.recipe, args.runs or out, extra)
+            elif arm == "bare":
+                results[arm] = run_bare(epochs, args.limit, out)
+            else:
+                raise SystemExit(f"unknown arm {arm!r}; use resnetlab and/or bare")
+    print(f"{'arm':<10}{'epochs':>7}{'test top-1':>12}{'wall s':>9}{'to target':>11}")
+    for arm, r in results.items():
+        reached = f"{r['wall_s']:.0f} s" if r["test_top1"] >= args.target else "not reached"
+        print(f"{arm:<10}{r['epochs']:>7}{100 * r['test_top1']:>11.2f}%{r['wall_s']:>9.0f}{reached:>11}")
+    if {"resnetlab", "bare"} <= results.keys():
+        ratio = results["bare"]["wall_s"] / results["resnetlab"]["wall_s"]
+        print(f"time_to_accuracy: resnetlab/peer = {ratio:.2f}x (speed: the bare loop's wall time over resnetlab's)")
+    if not math.isfinite(sum(r["wall_s"] for r in results.values())):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
