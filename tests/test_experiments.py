@@ -1,7 +1,9 @@
 """Experiments on tiny synthetic runs: every file, resumption that never retrains, per-layer gradient norms."""
 
+import csv
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -83,3 +85,49 @@ def test_cli_experiment_and_compare_runs(tmp_path, capsys):
     assert _png(tmp_path / "cc" / "curves.png") and (tmp_path / "cc" / "report.md").is_file()
     assert main(["experiment", "degradation", "depths=x"]) == 2
     assert main(["experiment", "compare", "models=resnet9"]) == 2
+
+
+def test_seeds_run_each_arm_n_times_and_report_mean_std_and_interval(tmp_path, capsys):
+    exp = experiments.compare(["resnet8", "plain8"], overrides=TINY, out=str(tmp_path), name="s", seeds=3)
+    for model in ("resnet8", "plain8"):
+        seeds = [json.loads((exp / f"{model}-seed{s}" / "summary.json").read_text())["seed"] for s in range(3)]
+        assert seeds == [0, 1, 2]  # each member trained under its own seed
+    members = list(csv.DictReader(open(exp / "members.csv")))
+    rows = {r["model"]: r for r in csv.DictReader(open(exp / "results.csv"))}
+    assert len(members) == 6 and set(rows) == {"resnet8", "plain8"}
+    for model, row in rows.items():
+        errors = [float(m["test error %"]) for m in members if m["model"] == model]
+        assert float(row["test error % mean"]) == pytest.approx(np.mean(errors), abs=0.01)
+        assert float(row["test error % std"]) == pytest.approx(np.std(errors, ddof=1), abs=0.01)
+        half = 4.303 * np.std(errors, ddof=1) / np.sqrt(3)  # Student's t, 2 degrees of freedom
+        assert float(row["test error % 95% CI high"]) == pytest.approx(np.mean(errors) + half, abs=0.02)
+        assert row["seeds"] == "0,1,2"
+    md = (exp / "results.md").read_text()
+    assert "test error % (mean ± std)" in md and " ± " in md
+    report = (exp / "report.md").read_text()
+    assert "95% interval" in report and "members.csv" in report
+    assert _png(exp / "curves.png")
+
+
+def test_several_seeds_start_from_the_recipe_seed_and_degradation_says_whether_seeds_separate(tmp_path):
+    exp = experiments.degradation([8, 14], overrides=[*TINY, "seed=5"], out=str(tmp_path), name="d", seeds=2)
+    assert sorted(p.name for p in exp.iterdir() if p.is_dir()) == sorted(
+        f"{m}-seed{s}" for m in ("plain8", "plain14", "resnet8", "resnet14") for s in (5, 6)
+    )
+    report = (exp / "report.md").read_text()
+    assert "mean ± std of 2 seeds" in report and "95% intervals of the two means" in report
+
+
+def test_student_t_quantiles_follow_the_table_and_the_normal_limit():
+    assert experiments.t_quantile_975(1) == 12.706 and experiments.t_quantile_975(30) == 2.042
+    assert experiments.t_quantile_975(31) == pytest.approx(2.040, abs=1e-3)  # the table's next value
+    assert experiments.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+    assert experiments.Spread([1.0, 2.0, 3.0]).half_width == pytest.approx(4.303 * 1.0 / np.sqrt(3))
+
+
+def test_bad_seeds_are_refused(tmp_path, capsys):
+    assert main(["experiment", "compare", "models=resnet8", "seeds=0", f"out={tmp_path}"]) == 2
+    assert "seeds='0'" in capsys.readouterr().err
+    assert main(["experiment", "gradflow", "seeds=3", f"out={tmp_path}"]) == 2
+    with pytest.raises(experiments.UserError, match="seeds=-1"):
+        experiments.compare(["resnet8"], overrides=TINY, out=str(tmp_path), seeds=-1)

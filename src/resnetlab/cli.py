@@ -331,7 +331,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from . import experiments
 
-    own = {"depths": "", "models": "", "steps": "", "preset": "quick", "name": "", "out": "runs", "shortcut": "A"}
+    own = {
+        "depths": "",
+        "models": "",
+        "steps": "",
+        "preset": "quick",
+        "name": "",
+        "out": "runs",
+        "shortcut": "A",
+        "seeds": "1",
+    }
     overrides = []
     for item in args.settings:
         key, sep, value = item.partition("=")
@@ -342,14 +351,19 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         else:
             overrides.append(item)  # a training setting, checked by the config loader
     names = [m for m in own["models"].split(",") if m]
+    if not own["seeds"].isdigit() or int(own["seeds"]) < 1:
+        raise UserError(f"seeds={own['seeds']!r} should be a positive number of runs per arm, such as 3")
+    seeds = int(own["seeds"])
     common = dict(preset=own["preset"], overrides=overrides, out=own["out"], name=own["name"])
     if args.kind == "degradation":
         try:
             depths = [int(d) for d in (own["depths"] or "20,56").split(",")]
         except ValueError:
             raise UserError(f"depths={own['depths']!r} should be numbers such as 20,56") from None
-        exp_dir = experiments.degradation(depths, shortcut=own["shortcut"].upper(), **common)
+        exp_dir = experiments.degradation(depths, shortcut=own["shortcut"].upper(), seeds=seeds, **common)
     elif args.kind == "gradflow":
+        if seeds != 1:
+            raise UserError(f"seeds={seeds} applies to degradation and compare; gradflow measures one initialisation")
         steps = int(own["steps"] or 100) if (own["steps"] or "100").isdigit() else -1
         if steps < 0:
             raise UserError(f"steps={own['steps']!r} should be a whole number such as 100")
@@ -357,7 +371,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     else:
         if not names:
             raise UserError("compare needs models=NAME,NAME,... (for example models=resnet110,preact_resnet110)")
-        exp_dir = experiments.compare(names, **common)
+        exp_dir = experiments.compare(names, seeds=seeds, **common)
     print((exp_dir / "results.md").read_text().rstrip())
     print(f"report: {exp_dir / 'report.md'}")
     return 0
@@ -449,8 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "settings",
         nargs="*",
-        help="depths=20,56 (or 18,34) shortcut=A|B | models=a,b  preset=quick|full  steps=N  name=  out=  "
-        "and any training key=value (data=, epochs=, ...)",
+        help="depths=20,56 (or 18,34) shortcut=A|B | models=a,b  preset=quick|full  seeds=N (each arm N times: "
+        "mean ± std, 95%% CI)  steps=N  name=  out=  and any training key=value (data=, epochs=, ...)",
     )
     p.set_defaults(func=cmd_experiment)
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from .errors import UserError
 from .models import create_model, list_models, model_info
@@ -76,11 +77,33 @@ def experiment_dir(out: str, name: str) -> Path:
     return path
 
 
-def member_config(preset: str, overrides: list[str], model: str, exp_dir: Path) -> TrainConfig:
+def member_config(preset: str, overrides: list[str], model: str, exp_dir: Path, extra: tuple = ()) -> TrainConfig:
     if preset not in PRESETS:
         raise UserError(f"preset={preset!r} is not one of {', '.join(PRESETS)}")
     model_info(model)  # an unknown name fails before any member trains
-    return load_config(None, [*PRESETS[preset], *overrides, f"model={model}", f"out={exp_dir}", f"name={model}"])
+    return load_config(
+        None, [*PRESETS[preset], *overrides, f"model={model}", f"out={exp_dir}", f"name={model}", *extra]
+    )
+
+
+def check_seeds(seeds: int) -> None:
+    if not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"seeds={seeds!r} should be a positive number of runs per arm, such as 3")
+
+
+def run_arm(preset: str, overrides: list[str], model: str, exp_dir: Path, seeds: int = 1) -> list[Member]:
+    """`seeds` members of one model: seeds base, base+1, ... (base: the recipe's run.seed, 0 unless set).
+    One seed keeps the plain member name (the model's), so earlier single-seed experiments resume as they were;
+    several are named MODEL-seedS, each an ordinary run directory."""
+    check_seeds(seeds)
+    base = member_config(preset, overrides, model, exp_dir)
+    if seeds == 1:
+        return [run_member(base, exp_dir)]
+    first = base.run.seed
+    return [
+        run_member(member_config(preset, overrides, model, exp_dir, (f"seed={s}", f"name={model}-seed{s}")), exp_dir)
+        for s in range(first, first + seeds)
+    ]
 
 
 def run_member(cfg: TrainConfig, exp_dir: Path) -> Member:
@@ -105,78 +128,236 @@ def read_member(run_dir: Path) -> Member:
     if not (run_dir / "summary.json").is_file() or not (run_dir / "metrics.csv").is_file():
         raise UserError(f"{run_dir} is not a finished resnetlab run (no summary.json / metrics.csv)")
     summary = json.loads((run_dir / "summary.json").read_text())
+    if "seed" not in summary and (run_dir / "config.yaml").is_file():  # runs from before summaries named it
+        summary["seed"] = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("run", {}).get("seed")
     return Member(run_dir.name, run_dir, summary, read_metrics(run_dir / "metrics.csv"))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Tables and figures
+#
+# An arm is one model under the experiment's recipe: one member per seed. With one seed a row is that run;
+# with several, a row gives each error as mean +- standard deviation over the seeds and a 95% confidence
+# interval of the mean test error, and the figure draws the mean curve with the seeds' spread as error bars.
+
+Arm = tuple[str, list[Member]]  # (label, its members: one per seed)
+
+# Student's t, two-sided 95% (0.975 quantile) for 1..30 degrees of freedom (any statistics table, e.g. NIST/SEMATECH
+# e-Handbook of Statistical Methods, 1.3.6.7.2); beyond 30, the Cornish-Fisher expansion of t in 1/df (Abramowitz
+# and Stegun 26.7.5, two terms), within 2e-4 of the table there.
+T_975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
+def t_quantile_975(df: int) -> float:
+    z = 1.959964
+    if df <= len(T_975):
+        return T_975[df - 1]
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+@dataclass
+class Spread:
+    """Mean, sample standard deviation and 95% confidence interval of the mean of one figure over seeds."""
+
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
+
+    @property
+    def half_width(self) -> float:
+        n = len(self.values)
+        return t_quantile_975(n - 1) * self.std / np.sqrt(n) if n > 1 else float("nan")
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f}" if len(self.values) == 1 else f"{self.mean:.2f} ± {self.std:.2f}"
 
 
 def _error(accuracy: float | None) -> float | str:
     return "-" if accuracy is None else round(100 * (1 - accuracy), 2)
 
 
-def results_table(members: list[Member]) -> list[dict[str, Any]]:
-    """One row per member: the last epoch's training error, the validation error of the epoch selected on
-    validation, and the test error of that epoch's weights (scored once, at the end of the run)."""
-    rows = []
-    for m in members:
-        last, s = m.rows[-1], m.summary
-        rows.append(
-            {
-                "model": s["model"],
-                "params": s["parameters"],
-                "MMACs": round(s["macs_per_image"] / 1e6, 1),
-                "train error %": round(100 * (1 - last["train_acc"]), 2),
-                "val error % (selected)": _error(s.get("best_val_top1")),
-                "epoch": s.get("best_epoch", len(m.rows)),
-                "test error %": _error(s.get("test_top1")),
-                "images/s": round(s["train_images_per_s"]),
-                "wall s": round(s["wall_s"]),
-                "run": m.run_dir.name,
-            }
-        )
-    return rows
+def final_train_error(m: Member) -> float:
+    return 100 * (1 - m.rows[-1]["train_acc"])
+
+
+def member_row(m: Member) -> dict[str, Any]:
+    """One run: the last epoch's training error, the validation error of the epoch selected on validation,
+    and the test error of that epoch's weights (scored once, at the end of the run)."""
+    s = m.summary
+    return {
+        "model": s["model"],
+        "seed": s.get("seed", "-"),
+        "params": s["parameters"],
+        "MMACs": round(s["macs_per_image"] / 1e6, 1),
+        "train error %": round(final_train_error(m), 2),
+        "val error % (selected)": _error(s.get("best_val_top1")),
+        "epoch": s.get("best_epoch", len(m.rows)),
+        "test error %": _error(s.get("test_top1")),
+        "images/s": round(s["train_images_per_s"]),
+        "wall s": round(s["wall_s"]),
+        "run": m.run_dir.name,
+    }
+
+
+def arm_spreads(members: list[Member]) -> dict[str, Spread]:
+    """Each error of an arm over its seeds (members without a figure, e.g. no test split, are left out)."""
+    figures = {
+        "train": [final_train_error(m) for m in members],
+        "val": [100 * (1 - m.summary["best_val_top1"]) for m in members if m.summary.get("best_val_top1") is not None],
+        "test": [100 * (1 - m.summary["test_top1"]) for m in members if m.summary.get("test_top1") is not None],
+    }
+    return {k: Spread(v) for k, v in figures.items() if v}
+
+
+def arm_rows(arms: list[Arm]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(CSV rows, Markdown rows) with one row per arm: numbers in separate columns for the CSV, and
+    'mean ± std' cells for people."""
+    csv_rows, md_rows = [], []
+    for label, members in arms:
+        s, spreads = members[0].summary, arm_spreads(members)
+        common = {"model": label, "params": s["parameters"], "MMACs": round(s["macs_per_image"] / 1e6, 1)}
+        seeds = ",".join(str(m.summary.get("seed", "?")) for m in members)
+        speed = round(float(np.mean([m.summary["train_images_per_s"] for m in members])))
+        row = {**common, "seeds": seeds}
+        md = {**common, "seeds": seeds}
+        for key, what in (("train", "train error %"), ("val", "val error % (selected)"), ("test", "test error %")):
+            spread = spreads.get(key)
+            row[f"{what} mean"] = round(spread.mean, 2) if spread else "-"
+            row[f"{what} std"] = round(spread.std, 2) if spread else "-"
+            shown = what.replace(")", ", mean ± std)") if ")" in what else f"{what} (mean ± std)"
+            md[shown] = str(spread) if spread else "-"
+        test = spreads.get("test")
+        ci = f"{test.mean - test.half_width:.2f} to {test.mean + test.half_width:.2f}" if test else "-"
+        row["test error % 95% CI low"] = round(test.mean - test.half_width, 2) if test else "-"
+        row["test error % 95% CI high"] = round(test.mean + test.half_width, 2) if test else "-"
+        md["test error 95% CI"] = ci
+        row["images/s"] = md["images/s"] = speed
+        csv_rows.append(row)
+        md_rows.append(md)
+    return csv_rows, md_rows
 
 
 TABLE_NOTE = (
     "Train error: the last epoch's training batches as they were seen. Val error: the held-out validation "
     "images, at the epoch selected on them. Test error: the test split, scored once for that epoch's weights."
 )
+SEEDS_NOTE = (
+    " Several seeds: mean ± sample standard deviation over the seeds, and the 95% confidence interval of the "
+    "mean test error (Student's t); each seed's run is a row of members.csv."
+)
 
 
-def write_table(exp_dir: Path, rows: list[dict[str, Any]]) -> str:
-    """results.csv and results.md; returns the Markdown."""
-    with open(exp_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def markdown_table(rows: list[dict[str, Any]]) -> str:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()]
         lines.append("| " + " | ".join(cells) + " |")
-    md = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_table(exp_dir: Path, rows: list[dict[str, Any]], md_rows: list[dict[str, Any]] | None = None) -> str:
+    """results.csv and results.md (from md_rows where the people's table differs); returns the Markdown."""
+    write_csv(exp_dir / "results.csv", rows)
+    md = markdown_table(md_rows or rows)
     (exp_dir / "results.md").write_text(md)
     return md
+
+
+def write_arms_table(exp_dir: Path, arms: list[Arm]) -> str:
+    """One seed per arm: a row per run. Several: a row per arm (mean ± std, CI) and members.csv per run."""
+    members = [m for _, ms in arms for m in ms]
+    if all(len(ms) == 1 for _, ms in arms):
+        return write_table(exp_dir, [member_row(m) for m in members])
+    write_csv(exp_dir / "members.csv", [member_row(m) for m in members])
+    return write_table(exp_dir, *arm_rows(arms))
+
+
+def table_note(arms: list[Arm]) -> str:
+    return TABLE_NOTE + (SEEDS_NOTE if any(len(ms) > 1 for _, ms in arms) else "")
 
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
-def plot_error_curves(path: Path, members: list[Member], title: str, style=None) -> None:
-    """Training error and test error against iterations, side by side; style(member) -> (colour, dashes)."""
+def _curve(members: list[Member], key: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(steps, mean error %, std error %) of one figure per epoch over an arm's seeds (up to the shortest run)."""
+    epochs = min(len(m.rows) for m in members)
+    steps = [r["step"] for r in members[0].rows[:epochs]]
+    errors = np.array([[100 * (1 - r.get(key, np.nan)) for r in m.rows[:epochs]] for m in members])
+    std = errors.std(axis=0, ddof=1) if len(members) > 1 else np.zeros(epochs)
+    return steps, errors.mean(axis=0), std
+
+
+def plot_error_curves(path: Path, arms: list[Arm], title: str, style=None) -> None:
+    """Training error and validation error against iterations, side by side, one line per arm (the mean of its
+    seeds, with error bars of one standard deviation where it has several); style(label, i) -> (colour, dashed)."""
     plt = _pyplot()
     fig, (ax_train, ax_test) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True, sharey=False)
     splits_seen: set[str] = set()
-    for i, m in enumerate(members):
-        colour, dashed = style(m, i) if style else (COLOURS[i % len(COLOURS)], False)
-        steps = [r["step"] for r in m.rows]
-        kw = dict(color=colour, linestyle="--" if dashed else "-", marker="o", markersize=3, linewidth=1.8)
-        ax_train.plot(steps, [100 * (1 - r["train_acc"]) for r in m.rows], label=m.name, **kw)
-        split = "val" if not np.isnan(m.rows[-1].get("val_top1", np.nan)) else "test"
+    for i, (label, members) in enumerate(arms):
+        colour, dashed = style(label, i) if style else (COLOURS[i % len(COLOURS)], False)
+        split = "val" if not np.isnan(members[0].rows[-1].get("val_top1", np.nan)) else "test"
         splits_seen.add(split)
-        ax_test.plot(steps, [100 * (1 - r.get(f"{split}_top1", np.nan)) for r in m.rows], label=m.name, **kw)
+        name = label if len(members) == 1 else f"{label} (mean of {len(members)} seeds, ± 1 std)"
+        for ax, key in ((ax_train, "train_acc"), (ax_test, f"{split}_top1")):
+            steps, mean, std = _curve(members, key)
+            ax.errorbar(
+                steps,
+                mean,
+                yerr=std if len(members) > 1 else None,
+                label=name,
+                color=colour,
+                linestyle="--" if dashed else "-",
+                marker="o",
+                markersize=3,
+                linewidth=1.8,
+                capsize=3,
+            )
     held_out = {
         frozenset({"val"}): "validation error (%)",
         frozenset({"test"}): "test error (%), display only",
@@ -190,10 +371,18 @@ def plot_error_curves(path: Path, members: list[Member], title: str, style=None)
     plt.close(fig)
 
 
-def write_report(exp_dir: Path, title: str, intro: str, figures: list[str], table_md: str, findings: list[str]) -> Path:
+def write_report(
+    exp_dir: Path,
+    title: str,
+    intro: str,
+    figures: list[str],
+    table_md: str,
+    findings: list[str],
+    note: str = TABLE_NOTE,
+) -> Path:
     parts = [f"# {title}\n", intro.strip() + "\n"]
     parts += [f"![{Path(f).stem}]({f})\n" for f in figures]
-    parts += ["## Results\n", table_md, TABLE_NOTE + " Table: [results.csv](results.csv), [results.md](results.md).\n"]
+    parts += ["## Results\n", table_md, note + " Table: [results.csv](results.csv), [results.md](results.md).\n"]
     if findings:
         parts += ["## What it shows\n", "\n".join(f"- {f}" for f in findings) + "\n"]
     path = exp_dir / "report.md"
@@ -224,105 +413,149 @@ def degradation(
     out: str = "runs",
     name: str = "",
     shortcut: str = "A",
+    seeds: int = 1,
 ) -> Path:
-    """Plain-d and ResNet-d for every depth d, same recipe and seed; He et al. 2015, figures 4 and 6."""
+    """Plain-d and ResNet-d for every depth d, same recipe and seeds; He et al. 2015, figures 4 and 6."""
     overrides = overrides or []
+    check_seeds(seeds)
     data_name = next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), PRESETS.get(preset, [""])[0][5:])
     label = "" if shortcut == "A" else f"-option{shortcut}"
     exp_dir = experiment_dir(out, name or f"degradation-{Path(data_name).name}{label}")
-    members: dict[tuple[str, int], Member] = {}
+    arms: dict[tuple[str, int], Arm] = {}
     for depth in sorted(depths):
         for kind, model in (("plain", f"plain{depth}"), ("resnet", residual_twin(depth, shortcut))):
-            cfg = member_config(preset, overrides, model, exp_dir)
-            members[kind, depth] = run_member(cfg, exp_dir)
-    ordered = [members[k, d] for k in ("plain", "resnet") for d in sorted(depths)]
+            arms[kind, depth] = (model, run_arm(preset, overrides, model, exp_dir, seeds))
+    ordered = [arms[k, d] for k in ("plain", "resnet") for d in sorted(depths)]
     shades = {d: COLOURS[i % len(COLOURS)] for i, d in enumerate(sorted(depths))}
 
-    def style(m: Member, _: int) -> tuple[str, bool]:
-        depth = int("".join(c for c in m.name if c.isdigit()))
-        return shades[depth], m.name.startswith("plain")
+    def style(label: str, _: int) -> tuple[str, bool]:
+        depth = int("".join(c for c in label.split("_")[0] if c.isdigit()))  # resnet34_a -> 34
+        return shades[depth], label.startswith("plain")
 
     title = f"plain (dashed) against residual, option {shortcut} shortcuts (solid)"
     plot_error_curves(exp_dir / "degradation.png", ordered, title, style)
-    rows = results_table(ordered)
-    md = write_table(exp_dir, rows)
-    findings = []
+    md = write_arms_table(exp_dir, ordered)
     shallow, deep = min(depths), max(depths)
-    if shallow != deep:
-        err = {
-            (k, d): 100 * (1 - members[k, d].rows[-1]["train_acc"])
-            for k in ("plain", "resnet")
-            for d in (shallow, deep)
-        }
-        plain_worse = err["plain", deep] > err["plain", shallow]
-        resnet_better = err["resnet", deep] < err["resnet", shallow]
-        findings.append(
-            f"Plain-{deep} ends with {err['plain', deep]:.2f}% training error against {err['plain', shallow]:.2f}% for "
-            f"Plain-{shallow}: the deeper plain network trained {'worse' if plain_worse else 'no worse'}"
-            + (" (degradation)." if plain_worse else ".")
-        )
-        findings.append(
-            f"ResNet-{deep} ends with {err['resnet', deep]:.2f}% against {err['resnet', shallow]:.2f}% for "
-            f"ResNet-{shallow}: the deeper ResNet trained {'better' if resnet_better else 'no better'}."
-        )
-        findings.append(
-            f"At depth {deep} the shortcuts alone take the training error from {err['plain', deep]:.2f}% (plain) to "
-            f"{err['resnet', deep]:.2f}% (ResNet), with the same "
-            + ("parameters, recipe and seed." if shortcut == "A" else "recipe and seed (option B adds projections).")
-        )
-        findings.append(
-            "Both effects together, as in He et al. 2015: "
-            + ("yes." if plain_worse and resnet_better else "not in this run (a longer recipe may be needed).")
-        )
+    findings = degradation_findings(arms, shallow, deep, shortcut, seeds) if shallow != deep else []
+    seeded = "seed" if seeds == 1 else f"{seeds} seeds each"
     intro = (
         f"Plain networks and their ResNet twins at depths {', '.join(map(str, sorted(depths)))}, trained with "
-        f"the same recipe and seed (preset `{preset}`{', ' + ' '.join(overrides) if overrides else ''}), the ResNets "
-        f"with option {shortcut} shortcuts"
+        f"the same recipe and {seeded} (preset `{preset}`{', ' + ' '.join(overrides) if overrides else ''}), the "
+        f"ResNets with option {shortcut} shortcuts"
         + (" (parameter-free, as in He et al. 2015). " if shortcut == "A" else " (projections where the width grows). ")
         + "Training error is measured on the training batches as they are seen; validation error (held-out "
         "training images) after each epoch, and it alone selects each member's epoch; test error once, at the end."
     )
-    write_report(exp_dir, "Degradation: plain against residual networks", intro, ["degradation.png"], md, findings)
+    write_report(
+        exp_dir,
+        "Degradation: plain against residual networks",
+        intro,
+        ["degradation.png"],
+        md,
+        findings,
+        table_note(ordered),
+    )
     return exp_dir
 
 
+def degradation_findings(
+    arms: dict[tuple[str, int], Arm], shallow: int, deep: int, shortcut: str, seeds: int
+) -> list[str]:
+    """The paper's two effects, read off the final training errors (means over seeds where there are several,
+    and whether each difference is larger than the seeds' spread)."""
+    err = {key: Spread([final_train_error(m) for m in members]) for key, (_, members) in arms.items()}
+
+    def apart(a: Spread, b: Spread) -> bool:
+        """With several seeds, a difference counts when the two means' 95% intervals do not overlap."""
+        return seeds == 1 or abs(a.mean - b.mean) > a.half_width + b.half_width
+
+    def spread_note(a: Spread, b: Spread) -> str:
+        if seeds == 1:
+            return ""
+        return (" The 95% intervals of the two means do not overlap." if apart(a, b)
+                else " The 95% intervals of the two means overlap: these seeds do not separate them.")  # fmt: skip
+
+    plain_pair = err["plain", deep], err["plain", shallow]
+    resnet_pair = err["resnet", deep], err["resnet", shallow]
+    plain_worse = plain_pair[0].mean > plain_pair[1].mean and apart(*plain_pair)
+    resnet_better = resnet_pair[0].mean < resnet_pair[1].mean and apart(*resnet_pair)
+    how = "" if seeds == 1 else f" (mean ± std of {seeds} seeds)"
+    same = "parameters, recipe and seed" if shortcut == "A" else "recipe and seed (option B adds projections)"
+    if seeds > 1:
+        same = same.replace("seed", "seeds")
+    return [
+        f"Plain-{deep} ends with {plain_pair[0]}% training error against {plain_pair[1]}% for Plain-{shallow}{how}: "
+        f"the deeper plain network trained {'worse' if plain_worse else 'no worse'}"
+        + (" (degradation)." if plain_worse else ".")
+        + spread_note(*plain_pair),
+        f"ResNet-{deep} ends with {resnet_pair[0]}% against {resnet_pair[1]}% for ResNet-{shallow}: "
+        f"the deeper ResNet trained {'better' if resnet_better else 'no better'}." + spread_note(*resnet_pair),
+        f"At depth {deep} the shortcuts alone take the training error from {err['plain', deep]}% (plain) to "
+        f"{err['resnet', deep]}% (ResNet), with the same {same}."
+        + spread_note(err["plain", deep], err["resnet", deep]),
+        "Both effects together, as in He et al. 2015: "
+        + ("yes." if plain_worse and resnet_better else "not in this run (a longer recipe may be needed)."),
+    ]
+
+
 def compare(
-    models: list[str], preset: str = "quick", overrides: list[str] | None = None, out: str = "runs", name: str = ""
+    models: list[str],
+    preset: str = "quick",
+    overrides: list[str] | None = None,
+    out: str = "runs",
+    name: str = "",
+    seeds: int = 1,
 ) -> Path:
-    """Any list of models under one recipe: overlaid curves and a results table."""
+    """Any list of models under one recipe (each with `seeds` seeds): overlaid curves and a results table."""
     if len(models) < 1:
         raise UserError("models= needs at least one name, e.g. models=resnet56,preact_resnet56")
+    check_seeds(seeds)
     exp_dir = experiment_dir(out, name or "compare-" + "-".join(models))
-    members = [run_member(member_config(preset, overrides or [], m, exp_dir), exp_dir) for m in models]
-    return _compare_report(exp_dir, members, f"preset `{preset}`{', ' + ' '.join(overrides) if overrides else ''}")
+    arms = [(m, run_arm(preset, overrides or [], m, exp_dir, seeds)) for m in models]
+    how = f"preset `{preset}`{', ' + ' '.join(overrides) if overrides else ''}"
+    return _compare_report(exp_dir, arms, how + ("" if seeds == 1 else f", {seeds} seeds each"))
 
 
 def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """The compare figure and table from finished runs."""
+    """The compare figure and table from finished runs (one row each)."""
     members = [read_member(Path(r)) for r in run_dirs]
     exp_dir = Path(out)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    return _compare_report(exp_dir, members, "existing runs: " + ", ".join(str(r) for r in run_dirs))
+    arms = [(m.name, [m]) for m in members]
+    return _compare_report(exp_dir, arms, "existing runs: " + ", ".join(str(r) for r in run_dirs))
 
 
-def _compare_report(exp_dir: Path, members: list[Member], how: str) -> Path:
-    plot_error_curves(exp_dir / "curves.png", members, " vs ".join(m.name for m in members))
-    md = write_table(exp_dir, results_table(members))
-    scored = [m for m in members if m.summary.get("test_top1") is not None]
+def _compare_report(exp_dir: Path, arms: list[Arm], how: str) -> Path:
+    plot_error_curves(exp_dir / "curves.png", arms, " vs ".join(label for label, _ in arms))
+    md = write_arms_table(exp_dir, arms)
+    scored = [(label, arm_spreads(members)["test"]) for label, members in arms if "test" in arm_spreads(members)]
     findings = []
     if scored:
-        best = min(scored, key=lambda m: 1 - m.summary["test_top1"])
+        best_label, best = min(scored, key=lambda item: item[1].mean)
+        several = len(best.values) > 1
         findings.append(
-            f"Lowest test error, of the weights each member selected on validation: {best.name} "
-            f"({100 * (1 - best.summary['test_top1']):.2f}%)."
+            f"Lowest {'mean ' if several else ''}test error, of the weights each member selected on validation: "
+            f"{best_label} ({best}%{f', mean ± std of {len(best.values)} seeds' if several else ''})."
         )
+        if several:
+            overlapping = [
+                label
+                for label, spread in scored
+                if label != best_label and spread.mean - spread.half_width <= best.mean + best.half_width
+            ]
+            findings.append(
+                "Its 95% interval overlaps those of " + ", ".join(overlapping) + ": these seeds do not separate them."
+                if overlapping
+                else "Its 95% interval overlaps no other arm's."
+            )
     write_report(
         exp_dir,
         "Comparison",
-        f"Models compared: {', '.join(m.name for m in members)} ({how}).",
+        f"Models compared: {', '.join(label for label, _ in arms)} ({how}).",
         ["curves.png"],
         md,
         findings,
+        table_note(arms),
     )
     return exp_dir
 

@@ -639,6 +639,7 @@ def _finish(
     in_size = (int(train_data.images.shape[-1]), *train_data.view())
     summary: dict[str, Any] = {
         "model": cfg.model.name,
+        "seed": cfg.run.seed,
         "dataset": train_data.info.name,
         "data": cfg.data.name,
         "run_dir": str(ctx.run_dir),
