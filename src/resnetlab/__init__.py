@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .backbones import backbone, segmentation_model
 from .errors import ConfigError, UserError
 from .inference import embed, evaluate, load, predict
 from .models import create_model, list_models, model_info
@@ -44,6 +45,7 @@ __all__ = [
     "RunResult",
     "TrainConfig",
     "UserError",
+    "backbone",
     "create_model",
     "embed",
     "evaluate",
@@ -52,6 +54,7 @@ __all__ = [
     "load_config",
     "model_info",
     "predict",
+    "segmentation_model",
     "train",
     "__version__",
 ]

@@ -56,6 +56,11 @@ class ResNetConfig:
     gate_bias: float = -2.0  # initial gate bias: negative favours the carry path (Srivastava et al. 2015)
     cross_block: bool = False  # each block's input is a learned mix of the stage input and earlier outputs
     avg_down: bool = False  # ResNet-D shortcut: average-pool, then 1x1 conv
+    # torchvision's replace_stride_with_dilation: one bool per stage after the first (stages 2-4 on ImageNet).
+    # True keeps that stage's resolution (stride 1) and dilates its kxk convs instead, the dilation growing
+    # from stage to stage; (False, True, True) is DeepLab's output stride 8. Parameter shapes do not change.
+    # (With avg_down the shortcut then pools nothing, where timm's output_stride uses a 2x2 stride-1 pool.)
+    replace_stride_with_dilation: tuple[bool, ...] | None = None
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this rate at the last block
     drop_rate: float = 0.0  # dropout before the classifier
     in_chans: int = 3
@@ -85,6 +90,17 @@ class ResNetConfig:
         if self.in_chans < 1 or self.num_classes < 0:
             raise ConfigError(f"in_chans={self.in_chans} must be >= 1 and num_classes={self.num_classes} >= 0")
         make_act(self.act)  # raises for an unknown name
+        dilate, n = self.replace_stride_with_dilation, len(self.depths) - 1
+        if dilate is not None:
+            is_bools = isinstance(dilate, (tuple, list)) and all(isinstance(d, bool) for d in dilate)
+            if not is_bools or len(dilate) != n:
+                example = (False,) * (n - 2) + (True,) * min(n, 2)  # (False, True, True) on ImageNet: DeepLab's
+                raise ConfigError(
+                    f"replace_stride_with_dilation={dilate!r} needs {n} booleans, one per stage after the first, "
+                    f"e.g. {example}"
+                )
+            if any(dilate) and self.block not in ("basic", "bottleneck"):
+                raise ConfigError(f"replace_stride_with_dilation needs basic or bottleneck blocks, not {self.block!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +117,8 @@ class BlockArgs:
     cfg: ResNetConfig
     stride: int = 1
     drop_path: float = 0.0
+    first_dilation: int = 1  # of the block's first kxk conv: the previous stage's dilation in a stage's first block
+    dilation: int = 1  # of the block's other kxk convs (torchvision and timm carry it the same way)
 
 
 class ResidualBlock(nn.Module):
@@ -175,9 +193,9 @@ class BasicBlock(ResidualBlock):
         cfg, out_ch = args.cfg, width * self.expansion
         k, bias = cfg.kernel_size, not cfg.norm
         # v2 normalises the block input (in_ch) first; v1 normalises each conv output.
-        self.conv1 = conv(in_ch, width, k, stride=args.stride, bias=bias)
+        self.conv1 = dilated_conv(in_ch, width, k, stride=args.stride, dilation=args.first_dilation, bias=bias)
         self.bn1 = make_norm(in_ch if cfg.preact else width, cfg.norm)
-        self.conv2 = conv(width, out_ch, k, bias=bias)
+        self.conv2 = dilated_conv(width, out_ch, k, dilation=args.dilation, bias=bias)
         self.bn2 = make_norm(width if cfg.preact else out_ch, cfg.norm)
         self._common(in_ch, out_ch, args)
 
@@ -204,7 +222,9 @@ class Bottleneck(ResidualBlock):
         k, bias = cfg.kernel_size, not cfg.norm
         self.conv1 = conv(in_ch, inner, 1, bias=bias)
         self.bn1 = make_norm(in_ch if cfg.preact else inner, cfg.norm)
-        self.conv2 = conv(inner, inner, k, stride=args.stride, groups=cfg.groups, bias=bias)
+        self.conv2 = dilated_conv(
+            inner, inner, k, stride=args.stride, dilation=args.first_dilation, groups=cfg.groups, bias=bias
+        )
         self.bn2 = make_norm(inner, cfg.norm)
         self.conv3 = conv(inner, out_ch, 1, bias=bias)
         self.bn3 = make_norm(inner if cfg.preact else out_ch, cfg.norm)
@@ -222,6 +242,14 @@ class Bottleneck(ResidualBlock):
 
     def last_layer(self) -> nn.Module:
         return self.conv3 if self.preact or not isinstance(self.bn3, nn.BatchNorm2d) else self.bn3
+
+
+def dilated_conv(
+    in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1, groups: int = 1, bias: bool = False
+) -> nn.Conv2d:
+    """layers.conv with a dilation: padding dilation * (k // 2) keeps the size (torchvision's conv3x3)."""
+    pad = dilation * (kernel_size // 2)
+    return nn.Conv2d(in_ch, out_ch, kernel_size, stride, pad, dilation=dilation, groups=groups, bias=bias)
 
 
 # Extension points: highway.py adds the "highway" block, crossblock.py the "cross_block" stage.
@@ -262,20 +290,25 @@ class ResNet(ClassifierNet):
         self.act1 = nn.Identity() if cifar_preact else make_act(cfg.act, inplace=cfg.norm)
         self.maxpool = nn.Identity() if cfg.stem == "cifar" else nn.MaxPool2d(3, stride=2, padding=1)
 
-        # Stages: the first keeps the resolution, each later one halves it in its first block.
-        total_blocks, block_idx = sum(cfg.depths), 0
+        # Stages: the first keeps the resolution, each later one halves it in its first block, or, where
+        # replace_stride_with_dilation says so, keeps it and multiplies the dilation by 2 instead.
+        total_blocks, block_idx, dilation = sum(cfg.depths), 0, 1
+        dilate = (False, *(cfg.replace_stride_with_dilation or (False,) * (len(cfg.depths) - 1)))
         in_ch, reduction = sw, 1 if cfg.stem == "cifar" else 4
         self.feature_info: list[dict[str, Any]] = []
         self.stage_names: list[str] = []
         for i, (depth, base) in enumerate(zip(cfg.depths, cfg.widths)):
             width = int(round(base * cfg.width_mult))
-            stride = 1 if i == 0 else 2
+            stride, first_dilation = (1 if i == 0 else 2), dilation
+            if dilate[i]:
+                dilation, stride = dilation * stride, 1
             reduction *= stride
             blocks = []
             for j in range(depth):
                 # Stochastic depth rate rises linearly with block index (Huang et al. 2016).
                 rate = cfg.drop_path_rate * block_idx / max(total_blocks - 1, 1)
-                blocks.append(block_cls(in_ch, width, BlockArgs(cfg, stride if j == 0 else 1, rate)))
+                args = BlockArgs(cfg, stride if j == 0 else 1, rate, first_dilation if j == 0 else dilation, dilation)
+                blocks.append(block_cls(in_ch, width, args))
                 in_ch, block_idx = width * block_cls.expansion, block_idx + 1
             name = f"layer{i + 1}"
             stage_cls = STAGE_TYPES["cross_block" if cfg.cross_block else "sequential"]
