@@ -10,10 +10,10 @@ import torchvision
 from PIL import Image
 
 import resnetlab
+from image_folders import resnet8_weights
 from resnetlab.cli import main
 from resnetlab.errors import ConfigError, UserError
 from resnetlab.export import export
-from resnetlab.files import save_weights
 from resnetlab.models import create_model
 from resnetlab.models.pretrained import adapt_input_conv, load_into, load_pretrained
 from resnetlab.training import load_config
@@ -151,29 +151,10 @@ def test_unsafe_or_foreign_weights_are_clear_errors(tmp_path):
 @pytest.fixture(scope="module")
 def small_weights(tmp_path_factory):
     """A resnet8 weights file with the metadata a finished run writes."""
-    torch.manual_seed(0)
-    model = create_model("resnet8", num_classes=3).eval()
-    for m in model.modules():  # non-trivial BatchNorm statistics, so the exported graph has real work
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    path = tmp_path_factory.mktemp("weights") / "best.safetensors"
-    meta = {
-        "model": "resnet8",
-        "args": {},
-        "num_classes": 3,
-        "in_chans": 3,
-        "classes": sorted(COLOURS),
-        "input_size": [3, 32, 32],
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-        "dataset": "colours",
-    }
-    save_weights(path, model.state_dict(), meta)
-    return path
+    return resnet8_weights(tmp_path_factory.mktemp("weights") / "best.safetensors", sorted(COLOURS))
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
 def test_export_matches_pytorch_at_two_batch_sizes(small_weights, tmp_path, fmt):
     pytest.importorskip("onnxruntime") if fmt == "onnx" else None
     result = export(small_weights, fmt, tmp_path / f"m.{fmt}")
@@ -188,6 +169,8 @@ def test_export_matches_pytorch_at_two_batch_sizes(small_weights, tmp_path, fmt)
         got = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).run(
             None, {"images": x.numpy()}
         )[0]
+    elif fmt == "pt2":
+        got = torch.export.load(str(result.path)).module()(x).detach().numpy()
     else:
         got = torch.jit.load(str(result.path))(x).detach().numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3)  # batch 3: neither of the checked sizes

@@ -252,22 +252,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from .data.folders import printable
+    from .files import atomic_write, chosen_output
     from .inference import predict
 
     if args.topk < 1:
         raise UserError(f"--topk {args.topk} should be a positive number of classes, such as 5")
-    results = predict(args.weights, args.images, topk=args.topk)
-    if args.json:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} should be a positive number of images, such as 64")
+    images, out = split_out(args.images, None)
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"out={out} should end in .csv or .json")
+    if not images:
+        raise UserError("predict needs images: files, folders or patterns such as 'photos/*.jpg'")
+    results = predict(args.weights, images, topk=args.topk, batch_size=args.batch_size)
+    skipped = [r for r in results if "skipped" in r]
+    if out is not None:
+        text = json.dumps(results, indent=2) + "\n" if out.suffix.lower() == ".json" else predictions_csv(results)
+        with chosen_output(out):
+            atomic_write(out, lambda tmp: tmp.write_bytes(text.encode("utf-8", "surrogateescape")))
+        print(f"{len(results) - len(skipped)} predictions -> {out}")
+    elif args.json:
         print(json.dumps(results, indent=2))
         return 0
-    for result in results:
-        print(printable(result["file"]))
-        if "skipped" in result:
-            print(f"  skipped: {result['skipped']}")
-            continue
-        for name, p in result["top"]:
-            print(f"  {100 * p:6.2f}%  {name}")
+    else:
+        for result in results:
+            print(printable(result["file"]))
+            if "skipped" in result:
+                print(f"  skipped: {result['skipped']}")
+                continue
+            for name, p in result["top"]:
+                print(f"  {100 * p:6.2f}%  {name}")
+    if skipped:
+        shown = "; ".join(f"{printable(r['file'])} ({r['skipped']})" for r in skipped[:5])
+        print(f"skipped {len(skipped)} unreadable files: {shown}{' ...' if len(skipped) > 5 else ''}")
     return 0
+
+
+def predictions_csv(results: list[dict]) -> str:
+    """file, class_1, prob_1, ..., class_k, prob_k, skipped: one row per image, in the order given."""
+    import csv
+    import io
+
+    k = max((len(r["top"]) for r in results if "top" in r), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["file", *[f"{what}_{i}" for i in range(1, k + 1) for what in ("class", "prob")], "skipped"])
+    for r in results:
+        cells = [c for name, p in r.get("top", []) for c in (name, f"{p:.6f}")]
+        writer.writerow([r["file"], *cells, *[""] * (2 * k - len(cells)), r.get("skipped", "")])
+    return buffer.getvalue()
 
 
 def split_out(items: list[str], default: Path | None) -> tuple[list[str], Path | None]:
@@ -286,22 +319,48 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} should be a positive number of images, such as 256")
     inputs, out = split_out(args.inputs, Path("features.npy"))
+    kind = out.suffix.lower()
+    if kind not in (".npy", ".csv", ".json"):
+        raise UserError(f"out={out} should end in .npy (with the names in a .txt beside it), .csv or .json")
     features, names, skipped = embed(args.weights, inputs, batch_size=args.batch_size)
-    names_file = out.with_suffix(".txt")
-    listing = "".join(f"{n}\n" for n in names).encode("utf-8", "surrogateescape")  # names as the file system has them
-
-    def write_array(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.save would add .npy to the temporary name
-            np.save(f, features)
-
+    written = [out]
     with chosen_output(out):  # each file complete or absent: written beside, then renamed
-        atomic_write(out, write_array)
-        atomic_write(names_file, lambda tmp: tmp.write_bytes(listing))
-    print(f"{features.shape[0]} images -> {out} ({features.shape[1]} features each, float32); names in {names_file}")
+        if kind == ".npy":
+
+            def write_array(tmp: Path) -> None:
+                with open(tmp, "wb") as f:  # a file object: np.save would add .npy to the temporary name
+                    np.save(f, features)
+
+            names_file = out.with_suffix(".txt")
+            listing = "".join(f"{n}\n" for n in names)  # names as the file system has them
+            atomic_write(out, write_array)
+            atomic_write(names_file, lambda tmp: tmp.write_bytes(listing.encode("utf-8", "surrogateescape")))
+            written.append(names_file)
+        else:
+            text = embeddings_text(features, names, kind)
+            atomic_write(out, lambda tmp: tmp.write_bytes(text.encode("utf-8", "surrogateescape")))
+    where = " and ".join(map(str, written))
+    print(f"{features.shape[0]} images -> {where} ({features.shape[1]} features each, float32)")
     if skipped:
         shown = "; ".join(f"{printable(name)} ({reason})" for name, reason in skipped[:5])
         print(f"skipped {len(skipped)} unreadable files: {shown}{' ...' if len(skipped) > 5 else ''}")
     return 0
+
+
+def embeddings_text(features, names: list[str], kind: str) -> str:
+    """CSV (file, f0, f1, ...) or JSON ({"files": [...], "features": [[...], ...]}) of the embeddings."""
+    import csv
+    import io
+    import json
+
+    if kind == ".json":
+        return json.dumps({"files": names, "features": features.round(6).tolist()}) + "\n"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["file", *[f"f{i}" for i in range(features.shape[1])]])
+    for name, row in zip(names, features):
+        writer.writerow([name, *(f"{v:.6g}" for v in row)])
+    return buffer.getvalue()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -440,16 +499,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="top-k classes of image files")
-    p.add_argument("weights", help="a run directory or a .safetensors file")
-    p.add_argument("images", nargs="+", help="image files")
+    p = sub.add_parser("predict", help="top-k classes of images: files, folders, patterns; CSV or JSON")
+    p.add_argument("weights", help="a run directory, a .safetensors file, or an export (.onnx, .pt2, .torchscript.pt)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files, folders (every image below) and quoted patterns ('shots/**/*.png'); "
+        "out=predictions.csv or out=predictions.json writes them to a file",
+    )
     p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64, help="images prepared and run at a time")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("embed", help="pooled features of images, for retrieval, clustering or another classifier")
     p.add_argument("weights", help="a run directory or a .safetensors file")
-    p.add_argument("inputs", nargs="+", help="image files and folders; out=features.npy names the output")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files, folders and quoted patterns; out=features.npy (names in features.txt), out=x.csv "
+        "or out=x.json names the output",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.set_defaults(func=cmd_embed)
 

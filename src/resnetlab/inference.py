@@ -7,6 +7,8 @@ resnetlab.evaluate("runs/resnet20-fashion-mnist", data="fashion-mnist")
 
 from __future__ import annotations
 
+import glob
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
+from tqdm import tqdm
 
 from .data import BatchLoader, load_splits
 from .data.dataset import centre_offsets
@@ -23,6 +26,7 @@ from .data.splits import sample
 from .errors import UserError
 from .models import create_model
 from .models.pretrained import load_into, read_state_dict, resolve_weights_path
+from .runtimes import Logits, is_export, open_export
 from .training.loop import evaluate as evaluate_loader
 from .training.loop import resolve_device, resolve_precision
 
@@ -97,36 +101,82 @@ def preprocess(images: list[Path], meta: dict[str, Any]) -> tuple[torch.Tensor |
     return (normalise(np.stack(batch), meta) if batch else None), skipped
 
 
+GLOB_CHARACTERS = set("*?[")
+
+
 def image_files(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, and every image file below each folder (sorted, recursively)."""
+    """Files as given, every image file below each folder (sorted, recursively), and what each glob pattern
+    ('photos/*.jpg', 'shots/**/*.png', quoted so that Python rather than the shell expands it) matches."""
     files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif item.is_file():
-            files.append(item)
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            files.append(path)
+        elif GLOB_CHARACTERS & set(str(item)):
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+            found = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
+            found += image_files([m for m in matches if m.is_dir()]) if any(m.is_dir() for m in matches) else []
+            if not found:
+                raise UserError(f"the pattern {item} matches no image file")
+            files += found
         else:
-            raise UserError(f"{item} is neither an image file nor a folder")
+            raise UserError(f"{item} is neither an image file, a folder, nor a pattern such as 'photos/*.jpg'")
     if not files:
         raise UserError(f"no image files in {', '.join(map(str, inputs))}")
     return files
+
+
+Batch = tuple[list[Path], torch.Tensor | None, list[tuple[str, str]]]  # (readable files, their images, skipped)
+
+
+def image_batches(files: list[Path], meta: dict[str, Any], batch_size: int, what: str) -> Iterator[Batch]:
+    """The files prepared for the network `batch_size` at a time, with a progress bar on a terminal."""
+    if batch_size < 1:
+        raise UserError(f"batch_size={batch_size} should be a positive number of images, such as 64")
+    with tqdm(total=len(files), unit="img", desc=what, disable=None, leave=False) as bar:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            x, skipped = preprocess(chunk, meta)
+            unreadable = {name for name, _ in skipped}
+            yield [p for p in chunk if str(p) not in unreadable], x, skipped
+            bar.update(len(chunk))
+
+
+def classifier(source: str | Path, device: str = "cpu") -> tuple[Logits, dict[str, Any]]:
+    """(images -> logits on the CPU, metadata) from a run, a weights file, or an ONNX / torch.export / TorchScript
+    export that resnetlab wrote (run by ONNX Runtime or PyTorch, with the metadata stored inside it)."""
+    if is_export(source):
+        logits, meta = open_export(source)
+        check_meta(meta, Path(source))
+        return logits, meta
+    model, meta = load(source, device)
+    where = next(model.parameters()).device
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x.to(where)).float().cpu()
+
+    return run, meta
 
 
 @torch.no_grad()
 def embed(
     source: str | Path, inputs: list[str | Path], batch_size: int = 256
 ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
-    """Pooled features (N, num_features) of every readable image, their file names, and (file, reason) of the
-    files that could not be used."""
+    """Pooled features (N, num_features) of every readable image (files, folders, glob patterns), their file
+    names, and (file, reason) of the files that could not be used."""
+    if is_export(source):
+        raise UserError(
+            f"{source} is an export, which gives logits only; embed from the run or its .safetensors weights"
+        )
     model, meta = load(source, "cpu")
     features, names, skipped = [], [], []
     files = image_files(inputs)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        x, bad = preprocess(chunk, meta)
+    for readable, x, bad in image_batches(files, meta, batch_size, "embedding"):
         skipped += bad
-        unreadable = {name for name, _ in bad}
-        names += [str(p) for p in chunk if str(p) not in unreadable]
+        names += [str(p) for p in readable]
         if x is not None:
             features.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
     if not features:
@@ -134,26 +184,35 @@ def embed(
     return np.concatenate(features), names, skipped
 
 
-@torch.no_grad()
-def predict(source: str | Path, images: list[str | Path], topk: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
-    """Top-k (class name, probability) for each image file: {'file', 'top'}, or {'file', 'skipped': reason}
-    for a file that could not be used (unreadable, a decompression bomb, too large)."""
-    model, meta = load(source, device)
-    x, skipped = preprocess([Path(i) for i in images], meta)
-    if x is None:
-        raise UserError(f"none of the {len(images)} images could be read ({skipped[0][0]}: {skipped[0][1]})")
-    probs = model(x.to(next(model.parameters()).device)).float().softmax(1).cpu()
-    values, indices = probs.topk(min(topk, probs.shape[1]), 1)
-    tops = iter(
-        [(meta["classes"][i], float(p)) for p, i in zip(v.tolist(), ix.tolist())] for v, ix in zip(values, indices)
-    )
-    reasons = dict(skipped)
-    return [
-        {"file": str(image), "skipped": reasons[str(image)]}
-        if str(image) in reasons
-        else {"file": str(image), "top": next(tops)}
-        for image in images
-    ]
+def predict(
+    source: str | Path, images: list[str | Path], topk: int = 5, device: str = "cpu", batch_size: int = 64
+) -> list[dict[str, Any]]:
+    """Top-k (class name, probability) for each image (files, folders, glob patterns), in order: {'file', 'top'},
+    or {'file', 'skipped': reason} for a file that could not be used (unreadable, a decompression bomb, too
+    large). `source`: a run, a weights file, or an ONNX / .pt2 / TorchScript export written by resnetlab."""
+    if topk < 1:
+        raise UserError(f"topk={topk} should be a positive number of classes, such as 5")
+    logits, meta = classifier(source, device)
+    files = image_files(images)
+    results: list[dict[str, Any]] = []
+    for readable, x, skipped in image_batches(files, meta, batch_size, "predicting"):
+        reasons = dict(skipped)
+        tops = iter([])
+        if x is not None:
+            values, indices = logits(x).float().softmax(1).topk(min(topk, len(meta["classes"])), 1)
+            tops = iter(
+                [(meta["classes"][i], float(p)) for p, i in zip(v.tolist(), ix.tolist())]
+                for v, ix in zip(values, indices)
+            )
+        chunk = sorted([*readable, *(Path(f) for f in reasons)], key=files.index)  # back in the order given
+        results += [
+            {"file": str(p), "skipped": reasons[str(p)]} if str(p) in reasons else {"file": str(p), "top": next(tops)}
+            for p in chunk
+        ]
+    if all("skipped" in r for r in results):
+        first = results[0]
+        raise UserError(f"none of the {len(files)} images could be read ({first['file']}: {first['skipped']})")
+    return results
 
 
 def _old_val_fraction(source: str | Path) -> float | None:
