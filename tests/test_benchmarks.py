@@ -1,5 +1,6 @@
 """The benchmark scripts run (their figures are measured by hand, never asserted: this machine is shared)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,28 @@ def test_gpu_speed_runs_its_bare_and_resnetlab_loops_on_the_cpu_too():
     assert "device: CPU" in out and "batch 15" in out
     (ratio,) = [line for line in out.splitlines() if line.startswith("resnet20: resnetlab/peer = ")]
     assert float(ratio.split("=")[1].rstrip("x")) > 0
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST is not installed")
+def test_int8_speed_quantizes_times_and_scores_both_models_on_tiny_settings(tmp_path, monkeypatch):
+    from image_folders import colour_folder
+
+    colour_folder(tmp_path / "cells" / "train", per_class=20, size=40, noise=30)  # stands in for ELPV's photos
+    colour_folder(tmp_path / "cells" / "test", per_class=4, size=40, noise=30)
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))  # the folder's cache, not the user's
+    out = run("int8_speed.py", "--models", "demo,resnet18", "--photos", str(tmp_path / "cells"), "--side", "32",
+              "--epochs", "1", "--train-limit", "256", "--limit", "64", "--calibration", "16", "--rounds", "1",
+              "--seconds", "0.01")  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].startswith("CPU ") and " threads; " in lines[0]
+    assert "no --run given: training fashion_mnist_fast here with epochs=1" in out
+    assert "no ImageNet weights are available offline" in out
+    for name in ("fp32", "int8", "int8/fp32"):
+        assert sum(bool(re.match(rf"{name} +[-+]?\d", line)) for line in lines) == 2  # a row in each table
+    assert "int8 vs fp32 on the 64 test images: top-1 agrees on" in out
+    for name in ("demo", "resnet18"):
+        (ratio,) = [line for line in lines if line.startswith(f"int8_{name}: int8/fp32 = ")]
+        assert float(ratio.split("=")[1].rstrip("x")) > 0
 
 
 @pytest.mark.slow

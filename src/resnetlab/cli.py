@@ -387,6 +387,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .files import byte_size
+    from .quantize import quantize
+
+    opts = key_values(args.settings, {"images": int, "out": str, "check": int, "seed": int, "data": str})
+    result = quantize(
+        args.weights,
+        opts.get("out"),
+        calibration_images=opts.get("images", 512),
+        check_images=opts.get("check", 1000),
+        seed=opts.get("seed", 0),
+        data=opts.get("data"),
+    )
+    print(
+        f"wrote {result.path} (int8 QDQ, weights per channel: {byte_size(result.int8_bytes)}; "
+        f"fp32 {byte_size(result.fp32_bytes)})"
+    )
+    print(f"calibrated on {result.calibration}")
+    accuracy = (
+        f"; top-1 accuracy fp32 {100 * result.fp32_top1:.2f}%, int8 {100 * result.int8_top1:.2f}%"
+        if result.fp32_top1 is not None and result.int8_top1 is not None
+        else ""
+    )
+    print(
+        f"int8 vs fp32 on {result.checked}: top-1 agrees on {100 * result.agreement:.2f}%, largest logit "
+        f"difference {result.max_abs_diff:.3g} (logits up to {result.logit_scale:.3g}){accuracy}"
+    )
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from . import experiments
 
@@ -523,10 +553,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("export", help="ONNX, TorchScript or safetensors, checked against PyTorch")
+    p = sub.add_parser("export", help="ONNX, torch.export, TorchScript or safetensors, checked against PyTorch")
     p.add_argument("weights", help="a run directory or a .safetensors file")
-    p.add_argument("settings", nargs="*", help="format=onnx|torchscript|safetensors out=PATH batch=dynamic|N")
+    p.add_argument(
+        "settings",
+        nargs="*",
+        help="format=onnx|pt2|torchscript|safetensors out=PATH batch=dynamic|N (N: a fixed shape) opset=17",
+    )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="int8 ONNX calibrated on the run's training images, compared with fp32")
+    p.add_argument("weights", help="a run directory or a .safetensors file")
+    p.add_argument(
+        "settings",
+        nargs="*",
+        help="images=512 (calibration images, from the run's training part) out=PATH (default: model.int8.onnx "
+        "beside the weights) check=1000 (held-out images to compare int8 with fp32 on) seed=0 data=NAME|PATH",
+    )
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("experiment", help="degradation, gradient flow, or a comparison: figures, table, report")
     p.add_argument("kind", choices=("degradation", "gradflow", "compare"))
