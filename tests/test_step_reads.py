@@ -108,3 +108,23 @@ def test_on_a_gpu_the_steps_between_reads_never_synchronise(tmp_path, monkeypatc
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert steps[0] == 40
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_update_is_fused_on_cuda_and_a_resume_takes_this_machines_kernels(optimizer):
+    from resnetlab.training.config import OptimConfig
+    from resnetlab.training.optim import build_optimizer, keep_implementation
+
+    model = torch.nn.Linear(3, 2)
+    groups = lambda: [{"params": list(model.parameters()), "lr": 0.1, "weight_decay": 0.0}]  # noqa: E731
+    cfg = OptimConfig(optimizer=optimizer)
+    on_gpu = build_optimizer(groups(), cfg, torch.device("cuda"))  # PyTorch's fused kernels also run on a CPU
+    assert on_gpu.defaults["fused"] is True
+    model(torch.randn(4, 3)).sum().backward()
+    on_gpu.step()
+    on_cpu = build_optimizer(groups(), cfg, torch.device("cpu"))
+    assert on_cpu.defaults["fused"] is None  # PyTorch's default (foreach) on a CPU
+    on_cpu.load_state_dict(on_gpu.state_dict())  # a checkpoint written on a GPU ...
+    assert on_cpu.param_groups[0]["fused"] is True  # ... brings its kernel choice along
+    keep_implementation(on_cpu, on_cpu.defaults["fused"])
+    assert on_cpu.param_groups[0]["fused"] is None

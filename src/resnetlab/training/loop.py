@@ -45,7 +45,7 @@ from .distributed import World, continue_after_restart, join, mark_run
 from .ema import WeightAverage
 from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
 from .norm_stats import BATCHES, reestimate, young_norms
-from .optim import build_optimizer, lr_multiplier, set_lr, total_steps
+from .optim import build_optimizer, keep_implementation, lr_multiplier, set_lr, total_steps
 from .report import plot_confusion, plot_curves, write_json, write_metrics
 from .resume import check_same_split, resumed_config
 from .setup import (
@@ -232,6 +232,8 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         stream=cfg.data.stream,
     )
 
+    if device.type == "cuda":  # one image size for the whole run: let cuDNN time its algorithms once per shape
+        torch.backends.cudnn.benchmark = True
     model = build_model(cfg, num_classes, in_chans)
     other_classes = bool(init_meta.get("classes")) and list(init_meta["classes"]) != list(train_data.classes)
     init_line = (
@@ -243,7 +245,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     model.to(device)
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(param_groups(model, cfg), cfg.optim)
+    optimizer = build_optimizer(param_groups(model, cfg), cfg.optim, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     ema = None
@@ -268,6 +270,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        keep_implementation(optimizer, optimizer.defaults.get("fused"))
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         if state.get("scaler"):

@@ -14,11 +14,24 @@ import torch
 from .config import OptimConfig, ScheduleConfig
 
 
-def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov) or AdamW over parameter groups that carry their own lr and weight decay."""
+def build_optimizer(groups: list[dict], cfg: OptimConfig, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or AdamW over parameter groups that carry their own lr and weight decay.
+
+    On CUDA the update is one fused kernel for all parameters (PyTorch's `fused=True`) rather than a launch
+    per tensor: for a small network the launches, not the arithmetic, are what an eager step waits on. On a
+    CPU PyTorch's default (foreach) stays, as it measured no slower there."""
+    fused = True if device is not None and device.type == "cuda" else None
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+    nesterov = cfg.nesterov and cfg.momentum > 0
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, fused=fused)
+
+
+def keep_implementation(optimizer: torch.optim.Optimizer, fused: bool | None) -> None:
+    """After loading a checkpoint: the kernel choice is this machine's, not the one the run was saved on
+    (a run checkpointed on a GPU, fused, resumes on a CPU with the default, and the reverse)."""
+    for group in optimizer.param_groups:
+        group["fused"] = fused
 
 
 def total_steps(cfg: ScheduleConfig, steps_per_epoch: int) -> int:
