@@ -1,5 +1,7 @@
 """Longer checks, run with `make test-slow` (pytest -m slow): real data, full-size inputs."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,14 @@ def test_imagenet_models_at_their_published_input_size(name):
 def test_one_epoch_of_the_demo_recipe_learns_fashion_mnist(tmp_path):
     result = fit(load_config("fashion_mnist_fast", ["epochs=1", "quiet=true", f"out={tmp_path}"]))
     assert result.summary["test_top1"] > 0.80  # one one-cycle epoch of ResNet-14 reaches about 85% here
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make")
+def test_a_new_user_on_a_fresh_clone_gets_the_demo_and_every_readme_example():
+    """scripts/try-as-new-user.sh: clone (the committed state), make demo, then the README's `$ resnetlab` examples."""
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["bash", str(repo / "scripts" / "try-as-new-user.sh"), str(repo)], capture_output=True, text=True, timeout=3600
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "README examples run, 0 failed" in done.stdout
