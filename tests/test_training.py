@@ -105,6 +105,22 @@ def test_eval_and_predict_on_a_saved_run(finished_run, tmp_path):
     assert meta["classes"][0] == "class0" and meta["input_size"] == [3, 32, 32] and not model.training
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_eval_scores_an_export_on_the_runs_own_split_as_the_weights_score(finished_run, tmp_path, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    from resnetlab.export import export
+
+    path = export(finished_run.run_dir, fmt, tmp_path / f"m.{fmt}").path
+    for split in ("test", "val"):
+        weights = resnetlab.evaluate(finished_run.run_dir, split=split, device="cpu", precision="fp32")
+        exported = resnetlab.evaluate(path, split=split)  # the metadata inside the export rebuilds the split
+        assert exported["dataset"] == weights["dataset"]
+        assert exported["confusion"].sum() == weights["confusion"].sum()
+        assert abs(exported["top1"] - weights["top1"]) * exported["confusion"].sum() <= 1  # at most a near-tie
+        assert exported["loss"] == pytest.approx(weights["loss"], abs=1e-4)
+
+
 def test_cli_eval_and_predict(finished_run, tmp_path, capsys):
     assert main(["eval", str(finished_run.run_dir), "data=synthetic", "limit=32", f"out={tmp_path / 'cm.png'}"]) == 0
     out = capsys.readouterr().out

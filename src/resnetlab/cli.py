@@ -519,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")
-    p.add_argument("weights", help="a run directory or a .safetensors file")
+    p.add_argument(
+        "weights", help="a run directory, a .safetensors file, or an export (.onnx incl. int8, .pt2, .torchscript.pt)"
+    )
     p.add_argument(
         "settings",
         nargs="*",

@@ -26,7 +26,7 @@ from .data.splits import sample
 from .errors import UserError
 from .models import create_model
 from .models.pretrained import load_into, read_state_dict, resolve_weights_path
-from .runtimes import Logits, is_export, open_export
+from .runtimes import ExportedModel, Logits, is_export, open_export
 from .training.loop import evaluate as evaluate_loader
 from .training.loop import resolve_device, resolve_precision
 
@@ -244,7 +244,12 @@ def evaluate(
     """
     if split not in ("train", "val", "test"):
         raise UserError(f"split={split!r} is unknown; use 'train', 'val' or 'test'")
-    model, meta = load(source, "cpu")
+    exported = is_export(source)  # an ONNX / .pt2 / TorchScript file, scored as it would run in deployment
+    if exported:
+        logits, meta = classifier(source)
+        model: nn.Module = ExportedModel(logits)
+    else:
+        model, meta = load(source, "cpu")
     run_data = meta.get("data") or meta.get("dataset")
     name = data or run_data
     if not name:
@@ -305,8 +310,11 @@ def evaluate(
     if tta == "flip" and not dataset.info.hflip:
         raise UserError(f"tta=flip scores mirror images, but {dataset.info.name} means something else mirrored; "
                         "use tta=none")  # fmt: skip
-    dev = resolve_device(device)
-    dtype, channels_last = resolve_precision(precision, "auto", dev)
+    if exported:  # the export's own runtime, on the CPU, in the precision it was written in
+        dev, dtype, channels_last = torch.device("cpu"), None, False
+    else:
+        dev = resolve_device(device)
+        dtype, channels_last = resolve_precision(precision, "auto", dev)
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)

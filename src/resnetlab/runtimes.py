@@ -24,6 +24,17 @@ EXPORT_SUFFIXES = (SUFFIX["onnx"], SUFFIX["pt2"], SUFFIX["torchscript"])
 Logits = Callable[[torch.Tensor], torch.Tensor]  # (N, C, H, W) float32 -> (N, num_classes) float32 logits
 
 
+class ExportedModel(torch.nn.Module):
+    """An export as a module, for code that scores modules (evaluate): (N, C, H, W) -> logits, on the CPU."""
+
+    def __init__(self, logits: Logits) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x.contiguous())
+
+
 def is_export(source: str | Path) -> bool:
     return str(source).endswith(EXPORT_SUFFIXES) and Path(source).is_file()
 
