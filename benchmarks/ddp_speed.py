@@ -17,26 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from train_speed import bare_epoch  # the same bare loop, one process's share of each batch
 
+from resnetlab.training.device import cpu_description
+
 CORES = os.cpu_count() or 1
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def synthetic_images(args: argparse.Namespace) -> None:
@@ -138,7 +131,7 @@ def main() -> None:
                 rates[side, n].append(run(side, n, args, out, f"{side}-{n}-{round_}"))
     m = {key: statistics.median(values) for key, values in rates.items()}
     print(
-        f"{cpu_name()}, {CORES} cores; torch {torch.__version__}, gloo; {args.model}, global batch {args.batch_size}, "
+        f"{cpu_description()}; torch {torch.__version__}, gloo; {args.model}, global batch {args.batch_size}, "
         f"32x32x3, {args.steps} steps an epoch, {args.precision}; median of {args.rounds} interleaved rounds (images/s)"
     )
     print(f"{'':<28} {'plain DDP loop':>15} {'resnetlab':>10} {'resnetlab / plain':>18}")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,6 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_speed import cpu_name  # noqa: E402
 
 from resnetlab.data import BatchLoader, Dataset, load_splits  # noqa: E402
 from resnetlab.data.splits import sample  # noqa: E402
@@ -51,6 +49,7 @@ from resnetlab.inference import load  # noqa: E402
 from resnetlab.models import create_model  # noqa: E402
 from resnetlab.quantize import QuantizeResult, logits, quantize, run_data, session  # noqa: E402
 from resnetlab.training import load_config  # noqa: E402
+from resnetlab.training.device import cpu_description  # noqa: E402
 from resnetlab.training.loop import fit  # noqa: E402
 from resnetlab.training.norm_stats import reestimate  # noqa: E402
 
@@ -214,7 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
-        f"CPU {cpu_name() or platform.processor() or platform.machine()}; onnxruntime {onnxruntime.__version__} "
+        f"CPU {cpu_description()}; onnxruntime {onnxruntime.__version__} "
         f"CPUExecutionProvider, {args.threads} threads; median of {args.rounds} interleaved rounds of at least "
         f"{args.seconds:g} s per measurement"
     )

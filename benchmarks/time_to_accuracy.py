@@ -128,15 +128,14 @@ def main() -> None:
         return bare_worker(args.epochs, args.limit, args.out)
 
     from resnetlab.training import load_config
-    from resnetlab.training.device import choose_precision
+    from resnetlab.training.device import choose_precision, cpu_description
 
     cfg = load_config(args.recipe)
     epochs = args.epochs or cfg.schedule.epochs
     chosen = choose_precision("auto", "auto", torch.device("cpu"))
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(
         f"Fashion-MNIST, target {100 * args.target:.1f}% test top-1; recipe {args.recipe}, {epochs} epochs, "
-        f"{args.limit:,} training images; CPU {cpu}, {torch.get_num_threads()} threads, {chosen.name}"
+        f"{args.limit:,} training images; CPU {cpu_description()}, {torch.get_num_threads()} threads, {chosen.name}"
     )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

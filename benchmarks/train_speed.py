@@ -19,7 +19,6 @@ Run: .venv/bin/python benchmarks/train_speed.py [--steps 30] [--batch-size 128] 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -30,7 +29,7 @@ import torchvision
 from torch import nn
 
 from resnetlab.training import load_config
-from resnetlab.training.device import choose_precision, cpu_has_fast_bf16
+from resnetlab.training.device import choose_precision, cpu_description, cpu_has_fast_bf16
 from resnetlab.training.loop import fit
 
 
@@ -149,9 +148,8 @@ def main() -> None:
     sources.synthetic = lambda split, **kw: default_synthetic(split, n=max(args.steps * args.batch_size, 256), **kw)
     chosen = choose_precision("auto", "auto", torch.device("cpu"))
     peers = ["fp32", "fp32+CL"] + (["bf16+CL"] if cpu_has_fast_bf16() else [])
-    cpu = platform.processor() or platform.machine()
     print(
-        f"torch {torch.__version__}; CPU {cpu_name() or cpu}; batch {args.batch_size}, 32x32x3, {args.steps} steps "
+        f"torch {torch.__version__}; CPU {cpu_description()}; batch {args.batch_size}, 32x32x3, {args.steps} steps "
         f"an epoch, 2 threads, median of {args.rounds} interleaved rounds (images/s)"
     )
     print(f"resnetlab picks {chosen.name}{' + channels_last' if chosen.channels_last else ''} ({chosen.reason})")
@@ -166,17 +164,6 @@ def main() -> None:
         cells = "".join(f"{m[p]:>15.0f}" for p in peers)
         print(f"{name:<9}{cells}{m['resnetlab']:>16.0f}{ratio:>18.2f}x", flush=True)
         print(f"{name}: resnetlab/peer = {ratio:.2f}x", flush=True)
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else ''."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The benchmark scripts run (their figures are measured by hand, never asserted: this machine is shared)."""
 
+import os
 import re
 import subprocess
 import sys
@@ -55,3 +56,12 @@ def test_time_to_accuracy_times_both_arms_end_to_end():
     assert "time_to_accuracy: resnetlab/peer = " in out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("resnetlab ", "bare "))}
     assert set(rows) == {"resnetlab", "bare"} and all(row.endswith(" s") for row in rows.values())
+
+
+def test_the_cpu_is_named_with_its_family_units_and_cores():
+    from resnetlab.training.device import cpu_description, cpu_has_fast_bf16
+
+    described = cpu_description()  # e.g. "AMD EPYC (family 26 model 2, AVX-512 BF16, 2 cores)"
+    assert described.endswith(f"{len(os.sched_getaffinity(0))} cores)")
+    if cpu_has_fast_bf16():  # what precision=auto reads, and what the name says, agree
+        assert "AMX" in described or "AVX-512 BF16" in described

@@ -9,6 +9,8 @@ fp32). The choice and its reason are printed once at the start of a run.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +35,41 @@ def cpu_has_fast_bf16() -> bool:
     """AMX or AVX-512 BF16: bf16 matrix units, where bf16 autocast is about 2.5x faster than fp32."""
     probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
     return any(p is not None and p() for p in probes)
+
+
+def cpu_description() -> str:
+    """The CPU as a figure should name it: model, family, the widest vector/matrix units, cores in use.
+
+    'AMD EPYC' alone has named a Zen 3 with AVX2 only and a Zen 5 with AVX-512 BF16, whose speeds and whose
+    `precision=auto` differ, so the family and the units are part of the name."""
+    info: dict[str, str] = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+            if key.strip() == "flags":
+                break
+    except OSError:
+        pass
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    flags = set(info.get("flags", "").split())
+    units = next(
+        (
+            label
+            for flag, label in (
+                ("amx_bf16", "AMX"),
+                ("avx512_bf16", "AVX-512 BF16"),
+                ("avx512f", "AVX-512"),
+                ("avx2", "AVX2 only"),
+            )
+            if flag in flags
+        ),  # fmt: skip
+        None,
+    )
+    family = f"family {info['cpu family']} model {info.get('model', '?')}" if "cpu family" in info else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    details = ", ".join(d for d in (family, units, f"{cores} cores") if d)
+    return f"{name} ({details})"
 
 
 def cuda_has_native_bf16(device: torch.device) -> bool:
