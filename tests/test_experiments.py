@@ -131,3 +131,11 @@ def test_bad_seeds_are_refused(tmp_path, capsys):
     assert main(["experiment", "gradflow", "seeds=3", f"out={tmp_path}"]) == 2
     with pytest.raises(experiments.UserError, match="seeds=-1"):
         experiments.compare(["resnet8"], overrides=TINY, out=str(tmp_path), seeds=-1)
+
+
+def test_an_unknown_model_stops_compare_before_any_member_trains(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(experiments, "fit", lambda cfg: calls.append(cfg))
+    with pytest.raises(experiments.UserError, match="unknown model 'preact_resnet9'"):
+        experiments.compare(["resnet8", "preact_resnet9"], overrides=TINY, out=str(tmp_path), seeds=2)
+    assert calls == []

@@ -141,6 +141,16 @@ def test_preactivation_order():
     assert isinstance(create_model("resnet110").norm, nn.Identity)
 
 
+@pytest.mark.parametrize("depth", [20, 32, 44, 56])
+def test_v2_twins_of_the_cifar_resnets_differ_only_in_the_order_of_each_block(depth):
+    v1, v2 = create_model(f"resnet{depth}"), create_model(f"preact_resnet{depth}")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(v1) == count(v2)  # v2 moves BatchNorms (a block's first normalises its input), no more, no fewer
+    assert type(v1.layer2[0].downsample) is type(v2.layer2[0].downsample)  # the same option-A shortcut
+    x = torch.randn(2, 16, 8, 8)
+    assert _call_order(v2.layer1[0], x) == ["bn1", "act", "conv1", "bn2", "act", "conv2"]
+
+
 def test_zero_init_last_makes_every_block_start_as_identity():
     model = create_model("preact_resnet110", zero_init_last=True).eval()
     block = model.layer1[1]

@@ -510,6 +510,8 @@ def compare(
     if len(models) < 1:
         raise UserError("models= needs at least one name, e.g. models=resnet56,preact_resnet56")
     check_seeds(seeds)
+    for model in models:  # every name checked before the first member trains
+        model_info(model)
     exp_dir = experiment_dir(out, name or "compare-" + "-".join(models))
     arms = [(m, run_arm(preset, overrides or [], m, exp_dir, seeds)) for m in models]
     how = f"preset `{preset}`{', ' + ' '.join(overrides) if overrides else ''}"

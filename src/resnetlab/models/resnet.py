@@ -523,6 +523,18 @@ for _depth in (8, 14):
         description=f"CIFAR Plain-{_depth}: ResNet-{_depth} without shortcuts",
     )
 
+# v2 twins of the option-A CIFAR ResNets: the same convolutions, shortcuts and number of parameters, each block
+# reordered to BN-ReLU-conv (He et al. 2016's full pre-activation); v1 against v2 with nothing else different.
+# No published result at these depths (the paper's CIFAR table starts at 110).
+for _depth in (20, 32, 44, 56):
+    _register(
+        f"preact_resnet{_depth}",
+        dict(CIFAR_ARCH, depths=((_depth - 2) // 6,) * 3, shortcut="A", preact=True),
+        CIFAR10,
+        source=HE2016.split(",")[0],
+        description=f"Pre-activation twin of CIFAR ResNet-{_depth} (option A): v2 blocks, as many parameters",
+    )
+
 # Pre-activation (He et al. 2016): v2 blocks; bottlenecks for 164 and 1001 (9n+2 layers).
 _register(
     "preact_resnet110",
