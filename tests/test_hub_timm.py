@@ -97,3 +97,10 @@ def test_readme_backbone_example_prints_what_it_says():
     with contextlib.redirect_stdout(printed):
         runpy.run_path(str(path), run_name="__main__")
     assert printed.getvalue() == "".join(line.removeprefix("# ") + "\n" for line in expected.splitlines())
+
+
+def test_the_readme_shows_the_backbone_example_as_it_is():
+    example = Path(__file__).with_name("readme_backbone_example.py").read_text()
+    code = example.split('"""', 2)[2].split("# Prints:\n")[0].strip("\n")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"```python\n{code}\n```" in readme
