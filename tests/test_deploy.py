@@ -120,3 +120,16 @@ def test_embed_writes_csv_and_json_and_refuses_an_export(weights, images, tmp_pa
     path = export(weights, "torchscript", tmp_path / "m.torchscript.pt").path
     with pytest.raises(UserError, match="gives logits only"):
         resnetlab.embed(path, [images])
+
+
+def test_each_image_is_predicted_once_however_often_the_inputs_reach_it(weights, images):
+    once = resnetlab.predict(weights, [images])
+    again = resnetlab.predict(weights, [images, str(images / "**"), images / "c0" / "0.png"])  # 'dir/**' too
+    assert [r["file"] for r in again] == [r["file"] for r in once] and len(once) == 8
+
+
+def test_a_damaged_torchscript_file_is_one_sentence(weights, images, tmp_path, capsys):
+    junk = tmp_path / "m.torchscript.pt"
+    torch.save({"not": "a script"}, junk)
+    assert main(["predict", str(junk), str(images)]) == 2
+    assert "is not a TorchScript file" in capsys.readouterr().err

@@ -113,7 +113,7 @@ def test_on_a_gpu_the_steps_between_reads_never_synchronise(tmp_path, monkeypatc
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_the_update_is_fused_on_cuda_and_a_resume_takes_this_machines_kernels(optimizer):
     from resnetlab.training.config import OptimConfig
-    from resnetlab.training.optim import build_optimizer, keep_implementation
+    from resnetlab.training.optim import build_optimizer, load_optimizer_state
 
     model = torch.nn.Linear(3, 2)
     groups = lambda: [{"params": list(model.parameters()), "lr": 0.1, "weight_decay": 0.0}]  # noqa: E731
@@ -124,7 +124,14 @@ def test_the_update_is_fused_on_cuda_and_a_resume_takes_this_machines_kernels(op
     on_gpu.step()
     on_cpu = build_optimizer(groups(), cfg, torch.device("cpu"))
     assert on_cpu.defaults["fused"] is None  # PyTorch's default (foreach) on a CPU
-    on_cpu.load_state_dict(on_gpu.state_dict())  # a checkpoint written on a GPU ...
-    assert on_cpu.param_groups[0]["fused"] is True  # ... brings its kernel choice along
-    keep_implementation(on_cpu, on_cpu.defaults["fused"])
-    assert on_cpu.param_groups[0]["fused"] is None
+    saved = on_gpu.state_dict()
+    load_optimizer_state(on_cpu, saved)  # a checkpoint written on a GPU, resumed on a CPU
+    assert on_cpu.param_groups[0]["fused"] is None and saved["param_groups"][0]["fused"] is True  # not mutated
+    on_cpu.step()
+    back = build_optimizer(groups(), cfg, torch.device("cuda"))
+    load_optimizer_state(back, on_cpu.state_dict())  # and the reverse: fused again, its state placed for fused
+    assert back.param_groups[0]["fused"] is True
+    back.step()
+    if optimizer == "adamw":  # fused AdamW keeps `step` where the parameters are, as float32
+        step = back.state[next(iter(model.parameters()))]["step"]
+        assert step.device == next(iter(model.parameters())).device and step.dtype == torch.float32

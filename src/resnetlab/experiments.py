@@ -280,8 +280,10 @@ TABLE_NOTE = (
     "images, at the epoch selected on them. Test error: the test split, scored once for that epoch's weights."
 )
 SEEDS_NOTE = (
-    " Several seeds: mean ± sample standard deviation over the seeds, and the 95% confidence interval of the "
-    "mean test error (Student's t); each seed's run is a row of members.csv."
+    " Several seeds: mean ± sample standard deviation over the training seeds (the split and the test images stay"
+    " the same), and the 95% confidence interval of the mean test error over seeds (Student's t); two arms count"
+    " as separated only when their intervals do not overlap, a stricter rule than a 5% test. Each seed's run is"
+    " a row of members.csv."
 )
 
 
@@ -425,10 +427,16 @@ def degradation(
     data_name = next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), PRESETS.get(preset, [""])[0][5:])
     label = "" if shortcut == "A" else f"-option{shortcut}"
     exp_dir = experiment_dir(out, name or f"degradation-{Path(data_name).name}{label}")
+    pairs = [
+        (d, kind, model)
+        for d in sorted(depths)
+        for kind, model in (("plain", f"plain{d}"), ("resnet", residual_twin(d, shortcut)))
+    ]
+    for _, _, model in pairs:  # every name checked before the first member trains
+        model_info(model)
     arms: dict[tuple[str, int], Arm] = {}
-    for depth in sorted(depths):
-        for kind, model in (("plain", f"plain{depth}"), ("resnet", residual_twin(depth, shortcut))):
-            arms[kind, depth] = (model, run_arm(preset, overrides, model, exp_dir, seeds))
+    for depth, kind, model in pairs:
+        arms[kind, depth] = (model, run_arm(preset, overrides, model, exp_dir, seeds))
     ordered = [arms[k, d] for k in ("plain", "resnet") for d in sorted(depths)]
     shades = {d: COLOURS[i % len(COLOURS)] for i, d in enumerate(sorted(depths))}
 
@@ -483,6 +491,8 @@ def degradation_findings(
         """'the deeper NET trained worse / better', or that the seeds do not tell."""
         if not apart(deeper, shallower):
             return f"these seeds do not separate the deeper {what} from the shallower one"
+        if deeper.mean == shallower.mean:
+            return f"the deeper {what} trained no differently"
         return f"the deeper {what} trained {'worse' if deeper.mean > shallower.mean else 'better'}"
 
     plain_pair = err["plain", deep], err["plain", shallow]
@@ -506,7 +516,7 @@ def degradation_findings(
         f"{err['resnet', deep]}% (ResNet), with the same {same}."
         + spread_note(err["plain", deep], err["resnet", deep]),
         "Both effects together, as in He et al. 2015 (the deeper plain net worse, the deeper ResNet better): "
-        + ("yes." if plain_worse and resnet_better else "not with this recipe (the paper's is longer: `preset=full`)."),
+        + ("yes." if plain_worse and resnet_better else "not in this experiment."),
     ]
 
 
@@ -535,7 +545,8 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     members = [read_member(Path(r)) for r in run_dirs]
     exp_dir = Path(out)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    arms = [(m.name, [m]) for m in members]
+    names = [m.name for m in members]
+    arms = [(m.name if names.count(m.name) == 1 else f"{m.run_dir.parent.name}/{m.name}", [m]) for m in members]
     return _compare_report(exp_dir, arms, "existing runs: " + ", ".join(str(r) for r in run_dirs))
 
 
@@ -557,11 +568,14 @@ def _compare_report(exp_dir: Path, arms: list[Arm], how: str) -> Path:
                 for label, spread in scored
                 if label != best_label and spread.mean - spread.half_width <= best.mean + best.half_width
             ]
-            findings.append(
-                "Its 95% interval overlaps those of " + ", ".join(overlapping) + ": these seeds do not separate them."
-                if overlapping
-                else "Its 95% interval overlaps no other arm's."
-            )
+            if len(scored) > 1:
+                findings.append(
+                    "Its 95% interval overlaps those of "
+                    + ", ".join(overlapping)
+                    + ": these seeds do not separate them."
+                    if overlapping
+                    else "Its 95% interval overlaps no other arm's."
+                )
     write_report(
         exp_dir,
         "Comparison",

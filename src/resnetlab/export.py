@@ -98,7 +98,7 @@ def _export_and_check(
             os.unlink(path)
             raise UserError(
                 f"the {fmt} export differs from PyTorch by up to {diff:.3g} at batch {batch} "
-                f"(tolerance {ATOL:g}); {path} was removed"
+                f"(tolerance {ATOL:g} + {RTOL:g} x |logit|); {path} was removed"
             )
     return ExportResult(path, fmt, diff, batches)
 

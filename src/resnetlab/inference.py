@@ -125,10 +125,11 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
             raise UserError(f"{item} is neither an image file, a folder, nor a pattern such as 'photos/*.jpg'")
     if not files:
         raise UserError(f"no image files in {', '.join(map(str, inputs))}")
-    return files
+    return list(dict.fromkeys(files))  # each image once, where a folder and a pattern (or 'dir/**') both reach it
 
 
-Batch = tuple[list[Path], torch.Tensor | None, list[tuple[str, str]]]  # (readable files, their images, skipped)
+# (the files in order, the readable ones, their images, (file, reason) for each skipped one)
+Batch = tuple[list[Path], list[Path], torch.Tensor | None, list[tuple[str, str]]]
 
 
 def image_batches(files: list[Path], meta: dict[str, Any], batch_size: int, what: str) -> Iterator[Batch]:
@@ -140,7 +141,7 @@ def image_batches(files: list[Path], meta: dict[str, Any], batch_size: int, what
             chunk = files[start : start + batch_size]
             x, skipped = preprocess(chunk, meta)
             unreadable = {name for name, _ in skipped}
-            yield [p for p in chunk if str(p) not in unreadable], x, skipped
+            yield chunk, [p for p in chunk if str(p) not in unreadable], x, skipped
             bar.update(len(chunk))
 
 
@@ -174,7 +175,7 @@ def embed(
     model, meta = load(source, "cpu")
     features, names, skipped = [], [], []
     files = image_files(inputs)
-    for readable, x, bad in image_batches(files, meta, batch_size, "embedding"):
+    for _, readable, x, bad in image_batches(files, meta, batch_size, "embedding"):
         skipped += bad
         names += [str(p) for p in readable]
         if x is not None:
@@ -195,7 +196,7 @@ def predict(
     logits, meta = classifier(source, device)
     files = image_files(images)
     results: list[dict[str, Any]] = []
-    for readable, x, skipped in image_batches(files, meta, batch_size, "predicting"):
+    for chunk, _, x, skipped in image_batches(files, meta, batch_size, "predicting"):
         reasons = dict(skipped)
         tops = iter([])
         if x is not None:
@@ -204,7 +205,6 @@ def predict(
                 [(meta["classes"][i], float(p)) for p, i in zip(v.tolist(), ix.tolist())]
                 for v, ix in zip(values, indices)
             )
-        chunk = sorted([*readable, *(Path(f) for f in reasons)], key=files.index)  # back in the order given
         results += [
             {"file": str(p), "skipped": reasons[str(p)]} if str(p) in reasons else {"file": str(p), "top": next(tops)}
             for p in chunk

@@ -36,6 +36,7 @@ from .errors import UserError
 from .export import export
 from .files import atomic_write, chosen_output
 from .inference import load
+from .training.device import cpu_description
 
 SUFFIX = ".int8.onnx"
 CALIBRATE, CHECK = 11, 12  # seeded random streams of their own (splits.py uses purposes 0-3)
@@ -272,6 +273,9 @@ def _write(work: Path, fp32: Path, path: Path, result: QuantizeResult) -> None:
     props = {**source_props, **props}  # whatever the export recorded (classes, preprocessing), kept
     how = asdict(result)
     how = {k: how[k] for k in ("calibration", "checked", "agreement", "max_abs_diff", "fp32_top1", "int8_top1")}
+    # The machine it was checked on: ONNX Runtime's U8S8 kernels can saturate on x86 CPUs without VNNI (AVX2 or
+    # AVX-512 without its VNNI extension), so the agreement above holds where the file was made; eval it where it runs.
+    how["quantized_on"] = cpu_description()
     props["quantization"] = json.dumps({"format": "QDQ", "weights": "int8 per channel", "activations": "uint8", **how})
     del model.metadata_props[:]
     for key, value in props.items():

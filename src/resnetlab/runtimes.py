@@ -50,7 +50,10 @@ def open_export(path: str | Path) -> tuple[Logits, dict]:
         extra = {META_FILE: ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            try:
+                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            except Exception as err:  # a damaged file, or a pickled checkpoint given this name
+                raise UserError(f"{path} is not a TorchScript file ({str(err).splitlines()[0]})") from None
         logits, raw, fixed_batch = module, extra[META_FILE], None  # a trace runs at any batch size
     if not raw:
         raise UserError(
@@ -93,7 +96,7 @@ def _open_onnx(path: Path) -> tuple[Logits, str | None, int | None]:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types for a damaged or foreign file
         raise UserError(f"{path} is not an ONNX model onnxruntime can load ({str(err).splitlines()[0]})") from None
-    (image_input,) = session.get_inputs()
+    image_input = session.get_inputs()[0]  # resnetlab writes one input; a foreign file fails on its metadata
     batch = image_input.shape[0]  # an int for a fixed-shape export, a name ("batch") for a dynamic one
 
     def run(x: torch.Tensor) -> torch.Tensor:

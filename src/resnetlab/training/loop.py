@@ -45,7 +45,7 @@ from .distributed import World, continue_after_restart, join, mark_run
 from .ema import WeightAverage
 from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
 from .norm_stats import BATCHES, reestimate, young_norms
-from .optim import build_optimizer, keep_implementation, lr_multiplier, set_lr, total_steps
+from .optim import build_optimizer, load_optimizer_state, lr_multiplier, set_lr, total_steps
 from .report import plot_confusion, plot_curves, write_json, write_metrics
 from .resume import check_same_split, resumed_config
 from .setup import (
@@ -269,8 +269,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         resolved["processes"] = world_size
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        keep_implementation(optimizer, optimizer.defaults.get("fused"))
+        load_optimizer_state(optimizer, state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         if state.get("scaler"):

@@ -27,11 +27,15 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, device: torch.device |
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, fused=fused)
 
 
-def keep_implementation(optimizer: torch.optim.Optimizer, fused: bool | None) -> None:
-    """After loading a checkpoint: the kernel choice is this machine's, not the one the run was saved on
-    (a run checkpointed on a GPU, fused, resumes on a CPU with the default, and the reverse)."""
-    for group in optimizer.param_groups:
-        group["fused"] = fused
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimizer state with this machine's kernel choice, not the one it was saved with.
+
+    The flag goes into the saved groups before loading, since PyTorch places each state tensor (AdamW's `step`:
+    on the parameter's device for fused kernels, on the CPU otherwise) by the saved groups' flag: a run saved on
+    a CPU and resumed on a GPU with fused AdamW would otherwise step with its counts on the wrong device."""
+    fused = optimizer.defaults.get("fused")
+    groups = [{**group, "fused": fused} for group in state["param_groups"]]
+    optimizer.load_state_dict({**state, "param_groups": groups})
 
 
 def total_steps(cfg: ScheduleConfig, steps_per_epoch: int) -> int:
