@@ -31,7 +31,7 @@ from torch import nn
 from .errors import UserError
 from .files import atomic_write, chosen_output, save_weights
 from .inference import load
-from .runtimes import META_FILE, SUFFIX
+from .runtimes import META_FILE, SUFFIX, require_onnx
 
 FORMATS = ("onnx", "pt2", "torchscript", "safetensors")
 ATOL, RTOL = 1e-4, 1e-3  # fp32 kernels of two runtimes agree to about 1e-5 on logits of order 1-10
@@ -165,13 +165,9 @@ def _export_pt2(model: nn.Module, example: torch.Tensor, path: Path, dynamic_bat
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int, meta: dict):
-    try:
-        import onnx
-        import onnxruntime as ort
-    except ImportError as err:
-        raise UserError(
-            f"ONNX export needs onnx and onnxruntime ({err.name} is missing): pip install 'resnetlab[export]'"
-        ) from None
+    ort = require_onnx("ONNX export")
+    import onnx
+
     axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
 
     def write(tmp: Path) -> None:

@@ -36,6 +36,7 @@ from .errors import UserError
 from .export import export
 from .files import atomic_write, chosen_output
 from .inference import load
+from .runtimes import require_onnx
 from .training.device import cpu_description
 
 SUFFIX = ".int8.onnx"
@@ -65,21 +66,9 @@ def default_path(source: str | Path) -> Path:
     return (source if source.is_dir() else source.parent) / f"model{SUFFIX}"
 
 
-def _onnxruntime() -> Any:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-        import onnxruntime.quantization  # noqa: F401
-    except ImportError as err:
-        raise UserError(
-            f"quantization needs onnx and onnxruntime ({err.name} is missing): pip install 'resnetlab[export]'"
-        ) from None
-    return onnxruntime
-
-
 def session(path: str | Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session with every graph optimization (QDQ pairs fuse into integer kernels there)."""
-    ort = _onnxruntime()
+    ort = require_onnx("quantization", quantization=True)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -155,7 +144,7 @@ def quantize(
         raise UserError(f"images={calibration_images!r} should be a positive number of calibration images, such as 512")
     if not isinstance(check_images, int) or check_images < 1:
         raise UserError(f"check={check_images!r} should be a positive number of images to compare on, such as 1000")
-    _onnxruntime()
+    require_onnx("quantization", quantization=True)
     if Path(source).suffix.lower() in (".onnx", ".pt", ".pt2"):
         raise UserError(
             f"{source} is an export or a checkpoint; quantize starts from a run directory or its .safetensors "

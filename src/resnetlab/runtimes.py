@@ -11,6 +11,7 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -87,11 +88,23 @@ def _in_fixed_batches(logits: Logits, size: int) -> Logits:
     return run
 
 
-def _open_onnx(path: Path) -> tuple[Logits, str | None, int | None]:
+def require_onnx(purpose: str, quantization: bool = False) -> ModuleType:
+    """onnxruntime (with onnx importable beside it), or one sentence on how to install the optional extra."""
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UserError(f"running {path.name} needs onnxruntime: pip install 'resnetlab[export]'") from None
+        import onnx  # noqa: F401
+        import onnxruntime
+
+        if quantization:
+            import onnxruntime.quantization  # noqa: F401
+    except ImportError as err:
+        raise UserError(
+            f"{purpose} needs onnx and onnxruntime ({err.name} is missing): pip install 'resnetlab[export]'"
+        ) from None
+    return onnxruntime
+
+
+def _open_onnx(path: Path) -> tuple[Logits, str | None, int | None]:
+    ort = require_onnx(f"running {path.name}")
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types for a damaged or foreign file

@@ -41,10 +41,20 @@ def make_norm(channels: int, enabled: bool = True) -> nn.Module:
 
 
 def conv(
-    in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, groups: int = 1, bias: bool = False
+    in_ch: int,
+    out_ch: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    dilation: int = 1,
 ) -> nn.Conv2d:
-    """A 'same'-padded convolution (padding k // 2); bias only when no norm follows."""
-    return nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=bias)
+    """A 'same'-padded convolution (padding dilation * (k // 2), torchvision's conv3x3 when dilated); bias only
+    when no norm follows."""
+    pad = dilation * (kernel_size // 2)
+    return nn.Conv2d(
+        in_ch, out_ch, kernel_size, stride=stride, padding=pad, dilation=dilation, groups=groups, bias=bias
+    )
 
 
 def zero_pad_shortcut(x: torch.Tensor, extra_channels: int, stride: int) -> torch.Tensor:

@@ -193,9 +193,9 @@ class BasicBlock(ResidualBlock):
         cfg, out_ch = args.cfg, width * self.expansion
         k, bias = cfg.kernel_size, not cfg.norm
         # v2 normalises the block input (in_ch) first; v1 normalises each conv output.
-        self.conv1 = dilated_conv(in_ch, width, k, stride=args.stride, dilation=args.first_dilation, bias=bias)
+        self.conv1 = conv(in_ch, width, k, stride=args.stride, dilation=args.first_dilation, bias=bias)
         self.bn1 = make_norm(in_ch if cfg.preact else width, cfg.norm)
-        self.conv2 = dilated_conv(width, out_ch, k, dilation=args.dilation, bias=bias)
+        self.conv2 = conv(width, out_ch, k, dilation=args.dilation, bias=bias)
         self.bn2 = make_norm(width if cfg.preact else out_ch, cfg.norm)
         self._common(in_ch, out_ch, args)
 
@@ -222,7 +222,7 @@ class Bottleneck(ResidualBlock):
         k, bias = cfg.kernel_size, not cfg.norm
         self.conv1 = conv(in_ch, inner, 1, bias=bias)
         self.bn1 = make_norm(in_ch if cfg.preact else inner, cfg.norm)
-        self.conv2 = dilated_conv(
+        self.conv2 = conv(
             inner, inner, k, stride=args.stride, dilation=args.first_dilation, groups=cfg.groups, bias=bias
         )
         self.bn2 = make_norm(inner, cfg.norm)
@@ -242,14 +242,6 @@ class Bottleneck(ResidualBlock):
 
     def last_layer(self) -> nn.Module:
         return self.conv3 if self.preact or not isinstance(self.bn3, nn.BatchNorm2d) else self.bn3
-
-
-def dilated_conv(
-    in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1, groups: int = 1, bias: bool = False
-) -> nn.Conv2d:
-    """layers.conv with a dilation: padding dilation * (k // 2) keeps the size (torchvision's conv3x3)."""
-    pad = dilation * (kernel_size // 2)
-    return nn.Conv2d(in_ch, out_ch, kernel_size, stride, pad, dilation=dilation, groups=groups, bias=bias)
 
 
 # Extension points: highway.py adds the "highway" block, crossblock.py the "cross_block" stage.
