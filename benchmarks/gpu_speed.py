@@ -4,17 +4,21 @@ CUDA graphs, for ResNet-20 at 32 px (batch 512) and ResNet-50 at 224 px (batch 2
 The bare loop is what a performance-minded user writes: the uint8 images held on the GPU, a random batch
 gathered there, normalised, bf16 autocast + channels_last (what precision=auto picks on a GPU with bf16 units;
 fp16 with a scaler elsewhere), SGD with momentum (fused on CUDA), and no host read inside the timed steps.
-Its three modes: eager; torch.compile (default mode); torch.compile(mode="reduce-overhead"), which replays
-the forward and backward as CUDA graphs. resnetlab runs its whole loop (seeded loader, metrics read every
-run.log_every steps, checkpoint at the epoch end; augmentation off, as the peer has none), eager and with
-compile=true; its figure is the second epoch's images/s. The peers are torchvision's resnet50 and the plain
-CIFAR ResNet-20 of train_speed.py, the same architectures as resnetlab's.
+Its four modes: eager; torch.compile (default mode); graphs: the eager step recorded whole as one CUDA graph
+(torch.cuda.graph, as PyTorch's CUDA-graph notes show it: static batch tensors, 3 warm-up steps on a side
+stream); compile+graphs: torch.compile(mode="reduce-overhead"), which replays the compiled forward and backward
+as CUDA graphs. resnetlab runs its whole loop (seeded loader, metrics read every run.log_every steps, checkpoint
+at the epoch end; augmentation off, as the peer has none) with the matching settings: compile=true|false and
+run.cuda_graphs=true|false; its figure is the second epoch's images/s (the first holds warm-up and recording).
+The peers are torchvision's resnet50 and the plain CIFAR ResNet-20 of train_speed.py, the same architectures
+as resnetlab's.
 
 Each table ends with `NAME: resnetlab/peer = R.RRx`: resnetlab's best mode over the bare loop's best mode.
 On a CPU it runs too (for checking the script: --device cpu --modes eager --steps 3); the figures that
 matter are a GPU's, and the device is printed first.
 
-Run: python benchmarks/gpu_speed.py [--device cuda] [--models resnet20,resnet50] [--modes eager,compile,graphs]
+Run: python benchmarks/gpu_speed.py [--device cuda] [--models resnet20,resnet50]
+         [--modes eager,compile,graphs,compile+graphs]
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ SETUPS = {  # name: (peer, image side, batch)
     "resnet20": (PlainResNet20, 32, 512),
     "resnet50": (lambda: torchvision.models.resnet50(num_classes=10), 224, 256),
 }
-MODES = ("eager", "compile", "graphs")
+MODES = ("eager", "compile", "graphs", "compile+graphs")
+GRAPH_MODES = ("graphs", "compile+graphs")
 
 
 def wait(device: torch.device) -> None:
@@ -56,8 +61,8 @@ def bare_loop(name: str, device: torch.device, mode: str, steps: int, batch: int
     make, side, _ = SETUPS[name]
     torch.manual_seed(0)
     model = make().to(device, memory_format=torch.channels_last)
-    if mode != "eager":
-        model = torch.compile(model, mode="reduce-overhead" if mode == "graphs" else "default")
+    if mode in ("compile", "compile+graphs"):
+        model = torch.compile(model, mode="reduce-overhead" if mode == "compile+graphs" else "default")
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, **fused)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
@@ -67,15 +72,39 @@ def bare_loop(name: str, device: torch.device, mode: str, steps: int, batch: int
     mean = torch.tensor([0.5, 0.5, 0.5], device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.25, 0.25, 0.25], device=device).view(1, 3, 1, 1) * 255
 
-    def step() -> None:
+    def batch_now() -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.randint(0, pool, (batch,), device=device)
-        x = images[rows].permute(0, 3, 1, 2).float().sub_(mean).div_(std)  # NCHW view of NHWC memory
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = F.cross_entropy(model(x).float(), labels[rows])
+        return images[rows].permute(0, 3, 1, 2).float().sub_(mean).div_(std), labels[rows]  # NCHW view of NHWC
+
+    def learn(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=mode != "graphs"):
+            loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+
+    def step() -> None:
+        learn(*batch_now())
+
+    if mode == "graphs":  # warm up on a side stream, record one step on static tensors, then replay
+        static_x, static_y = batch_now()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                learn(static_x, static_y)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            learn(static_x, static_y)
+
+        def step() -> None:
+            x, y = batch_now()
+            static_x.copy_(x)
+            static_y.copy_(y)
+            graph.replay()
 
     for _ in range(max(steps, 3)):
         step()
@@ -96,7 +125,7 @@ def noise_images(split: str, n: int, side: int, seed: int = 0) -> Dataset:
     return Dataset(images, rng.integers(0, 10, n), classes, info, split, "generated (noise)")
 
 
-def resnetlab_loop(name: str, device: torch.device, compiled: bool, steps: int, batch: int) -> float:
+def resnetlab_loop(name: str, device: torch.device, mode: str, steps: int, batch: int) -> float:
     """Images per second of the second epoch of resnetlab's `fit` on as many generated images as the peer sees."""
     _, side, _ = SETUPS[name]
     default_synthetic = sources.synthetic
@@ -112,7 +141,8 @@ def resnetlab_loop(name: str, device: torch.device, compiled: bool, steps: int, 
                     f"batch_size={batch}",
                     "epochs=2",
                     f"device={device}",
-                    f"compile={str(compiled).lower()}",
+                    f"compile={str('compile' in mode).lower()}",
+                    f"run.cuda_graphs={str(mode in GRAPH_MODES).lower()}",
                     "quiet=true",
                     f"out={out}",
                     "tensorboard=false",
@@ -130,15 +160,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="resnet20,resnet50")
-    parser.add_argument("--modes", default=",".join(MODES), help="of eager, compile, graphs")
+    parser.add_argument("--modes", default=",".join(MODES), help="of " + ", ".join(MODES))
     parser.add_argument("--steps", type=int, default=50, help="timed steps (and resnetlab's steps per epoch)")
     parser.add_argument("--batch-scale", type=float, default=1.0, help="multiply the batch sizes (0.05 on a CPU)")
     args = parser.parse_args()
     device = torch.device(args.device)
     chosen = choose_precision("auto", "auto", device)
     modes = [m for m in args.modes.split(",") if m]
-    if device.type != "cuda" and "graphs" in modes:
-        modes.remove("graphs")  # CUDA graphs exist only on CUDA
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"--modes {','.join(unknown)} is not among {', '.join(MODES)}")
+    if device.type != "cuda":
+        modes = [m for m in modes if m not in GRAPH_MODES]  # CUDA graphs exist only on CUDA
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {where}; torch {torch.__version__}; {chosen.name} + channels_last ({chosen.reason})")
     for name in args.models.split(","):
@@ -146,14 +179,10 @@ def main() -> None:
         batch = max(2, int(batch * args.batch_scale))
         print(f"\n{name}, {side}x{side}x3, batch {batch}, {args.steps} timed steps (images/s)")
         bare = {m: bare_loop(name, device, m, args.steps, batch, chosen.dtype) for m in modes}
-        ours = {"eager": resnetlab_loop(name, device, False, args.steps, batch)}
-        if "compile" in modes:
-            ours["compile"] = resnetlab_loop(name, device, True, args.steps, batch)
-        print(f"{'mode':<10}{'bare loop':>12}{'resnetlab':>12}{'ratio':>8}")
+        ours = {m: resnetlab_loop(name, device, m, args.steps, batch) for m in modes}
+        print(f"{'mode':<16}{'bare loop':>12}{'resnetlab':>12}{'ratio':>8}")
         for mode in modes:
-            mine = ours.get(mode)
-            cells = f"{mine:>12.0f}{mine / bare[mode]:>7.2f}x" if mine else f"{'-':>12}{'':>8}"
-            print(f"{mode:<10}{bare[mode]:>12.0f}{cells}")
+            print(f"{mode:<16}{bare[mode]:>12.0f}{ours[mode]:>12.0f}{ours[mode] / bare[mode]:>7.2f}x")
         print(f"{name}: resnetlab/peer = {max(ours.values()) / max(bare.values()):.2f}x", flush=True)
 
 

@@ -12,10 +12,10 @@ import resnetlab
 from resnetlab.cli import main
 from resnetlab.training import device as device_module
 from resnetlab.training import load_config
-from resnetlab.training import loop as loop_module
 from resnetlab.training.device import choose_precision
 from resnetlab.training.loop import fit
 from resnetlab.training.setup import IMAGENET_MEAN, IMAGENET_STD
+from resnetlab.training.step import TrainStep
 
 SETTINGS = [
     "model=resnet8",
@@ -36,7 +36,7 @@ class Stop(Exception):
 def interrupted(monkeypatch, settings: list[str], after_steps: int) -> Path:
     """Start (or, with resume=, continue) a run and stop it after `after_steps` steps; returns its directory."""
     calls = []
-    real_set_lr = loop_module.set_lr
+    real_set_lr = TrainStep.set_lr
 
     def set_lr_then_stop(*args, **kwargs):
         calls.append(None)
@@ -46,7 +46,7 @@ def interrupted(monkeypatch, settings: list[str], after_steps: int) -> Path:
 
     cfg = load_config(None, settings)
     with monkeypatch.context() as patch:
-        patch.setattr(loop_module, "set_lr", set_lr_then_stop)
+        patch.setattr(TrainStep, "set_lr", set_lr_then_stop)
         try:
             fit(cfg)
         except Stop:

@@ -112,6 +112,8 @@ class RunConfig:
     precision: str = "auto"  # "auto" (bf16 on capable CPUs and GPUs), "bf16", "fp16", "fp32"
     channels_last: str = "auto"  # NHWC memory layout: "auto" (CUDA and CPU, where it measured faster), "true", "false"
     compile: bool = False  # torch.compile, falling back to eager if it fails
+    cuda_graphs: str = "auto"  # record the training step once and replay it (CUDA): "auto" (on where the run allows
+    # it; the first lines say why not), "true", "false"
     seed: int = 0  # weights' initialisation, batch order and augmentation (the split has its own split_seed)
     threads: int = 0  # CPU threads for torch (0: all cores)
     quiet: bool = False  # one line per epoch instead of a progress bar
@@ -192,6 +194,7 @@ CHOICES = {
     "schedule.unit": ("epoch", "iteration"),
     "run.precision": ("auto", "bf16", "fp16", "fp32"),
     "run.channels_last": ("auto", "true", "false"),
+    "run.cuda_graphs": ("auto", "true", "false"),
     "data.hflip": ("auto", "true", "false"),
     "data.pad_mode": ("zeros", "reflect"),
     "data.stream": ("auto", "true", "false"),
@@ -298,6 +301,7 @@ ARITHMETIC_KEYS = (
     "run.precision",
     "run.channels_last",
     "run.compile",
+    "run.cuda_graphs",
     "run.threads",
     "run.nproc",
     "run.backend",

@@ -124,7 +124,8 @@ def resolve_precision(precision: str, channels_last: str, device: torch.device) 
     return chosen.dtype, chosen.channels_last
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None, cache: bool = True) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` (None: fp32, no autocast); `cache=False` re-casts weights at each use (CUDA graphs)."""
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)

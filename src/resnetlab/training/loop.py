@@ -45,7 +45,7 @@ from .distributed import World, continue_after_restart, join, mark_run
 from .ema import WeightAverage
 from .finetune import apply_freeze, frozen_parts, param_groups, still_frozen
 from .norm_stats import BATCHES, reestimate, young_norms
-from .optim import build_optimizer, load_optimizer_state, lr_multiplier, set_lr, total_steps
+from .optim import build_optimizer, load_optimizer_state, lr_multiplier, total_steps
 from .report import plot_confusion, plot_curves, write_json, write_metrics
 from .resume import check_same_split, resumed_config
 from .setup import (
@@ -59,6 +59,7 @@ from .setup import (
     with_init_defaults,
 )
 from .signals import RunStopped, StopSignals
+from .step import TrainStep, graphs_decision
 from .tally import NO_STEP, Read, StepTally
 
 __all__ = ["RunResult", "TrainingDiverged", "evaluate", "fit", "make_loader", "resolve_device", "resolve_precision"]
@@ -245,7 +246,9 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     model.to(device)
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(param_groups(model, cfg), cfg.optim, device)
+    thaws = bool(frozen) and cfg.finetune.unfreeze_every > 0
+    graphs, graphs_why = graphs_decision(cfg.run.cuda_graphs, device, world_size, precision, model, thaws)
+    optimizer = build_optimizer(param_groups(model, cfg), cfg.optim, device, capturable=graphs)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     ema = None
@@ -267,6 +270,8 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     resolved = {"device": device.type, "precision": precision.name, "channels_last": precision.channels_last}
     if world_size > 1:
         resolved["processes"] = world_size
+    if graphs:
+        resolved["cuda_graphs"] = True
     if state is not None:
         model.load_state_dict(state["model"])
         load_optimizer_state(optimizer, state["optimizer"])
@@ -302,6 +307,21 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         )
     if cfg.run.compile:
         train_model = _compiled(train_model)
+    tally = StepTally(device)  # loss and accuracy summed on the device, read every log_every steps
+    tally.start_at(step)
+    train_step = TrainStep(
+        model,
+        train_model,
+        optimizer,
+        scaler,
+        ema,
+        tally,
+        precision,
+        device,
+        cfg.optim.label_smoothing,
+        cfg.optim.grad_clip,
+        graphs=graphs,
+    )
 
     meta = weights_meta(cfg, train_data, mean, std, splits.record)
     params = count_params(model)
@@ -320,6 +340,8 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         )
         _say(cfg, describe(splits.record) + ("; the test split is scored once, at the end" if splits.test else ""))
         _say(cfg, f"training images: {train_loader.residency.reason}")
+        if device.type == "cuda":
+            _say(cfg, f"CUDA graphs {graphs_why}")
         if changed:
             what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
             _say(cfg, f"resumed with other arithmetic ({what}): the result will not be bit-identical", force=True)
@@ -344,7 +366,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
             {
                 "config": cfg.to_dict(),
                 "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "optimizer": train_step.optimizer_state(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "scaler": scaler.state_dict(),
                 "resolved": resolved,
@@ -380,24 +402,11 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         )
         tick = time.perf_counter()
         first = start_batch if epoch == start_epoch else 0
-        tally = StepTally(device)  # loss and accuracy summed on the device, read every log_every steps
         for b, (x, y) in enumerate(train_loader.epoch(epoch, first), start=first):
             if step >= total:
                 break
-            set_lr(optimizer, base_lrs, multiplier(step))
-            with autocast(device, precision.dtype):
-                logits = train_model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # fp16: the loss scaled up so that small gradients survive
-            if cfg.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            scaler.step(optimizer)  # skipped when fp16 gradients overflowed; then the scale is lowered
-            scaler.update()
-            if ema is not None:
-                ema.update(model)
-            tally.add(loss, logits, y if y.dim() == 1 else y.argmax(1), step)
+            train_step.set_lr(base_lrs, multiplier(step))
+            train_step(x, y)  # forward, backward, update, EMA, running figures (step.py); eager or a CUDA graph
             step += 1
             bar.update(1)
             # The host reads the device only here: at the progress bar's refresh, before a checkpoint, at the
@@ -443,7 +452,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         row = {
             "epoch": epoch + 1,
             "step": step,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": train_step.lr(),
             "train_loss": sums["loss"] / max(sums["seen"], 1),
             "train_acc": sums["correct"] / max(sums["seen"], 1),
         }

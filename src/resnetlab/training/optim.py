@@ -14,27 +14,31 @@ import torch
 from .config import OptimConfig, ScheduleConfig
 
 
-def build_optimizer(groups: list[dict], cfg: OptimConfig, device: torch.device | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    groups: list[dict], cfg: OptimConfig, device: torch.device | None = None, capturable: bool = False
+) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov) or AdamW over parameter groups that carry their own lr and weight decay.
 
     On CUDA the update is one fused kernel for all parameters (PyTorch's `fused=True`) rather than a launch
     per tensor: for a small network the launches, not the arithmetic, are what an eager step waits on. On a
-    CPU PyTorch's default (foreach) stays, as it measured no slower there."""
+    CPU PyTorch's default (foreach) stays, as it measured no slower there. `capturable`: the step may be
+    recorded in a CUDA graph (AdamW then keeps its step counts on the device; fused SGD needs nothing more)."""
     fused = True if device is not None and device.type == "cuda" else None
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+        extra = {"capturable": True} if capturable else {}
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused, **extra)
     nesterov = cfg.nesterov and cfg.momentum > 0
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, fused=fused)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a checkpoint's optimizer state with this machine's kernel choice, not the one it was saved with.
+    """Load a checkpoint's optimizer state with this machine's kernel choice (fused, capturable), not the saved one.
 
     The flag goes into the saved groups before loading, since PyTorch places each state tensor (AdamW's `step`:
     on the parameter's device for fused kernels, on the CPU otherwise) by the saved groups' flag: a run saved on
     a CPU and resumed on a GPU with fused AdamW would otherwise step with its counts on the wrong device."""
-    fused = optimizer.defaults.get("fused")
-    groups = [{**group, "fused": fused} for group in state["param_groups"]]
+    flags = {key: optimizer.defaults[key] for key in ("fused", "capturable") if key in optimizer.defaults}
+    groups = [{**group, **flags} for group in state["param_groups"]]
     optimizer.load_state_dict({**state, "param_groups": groups})
 
 

@@ -5,6 +5,8 @@ so far; one per step stops the CPU from queuing the next step while the GPU runs
 then leave the GPU idle between kernels. So the loss sum, the correct count and the first step whose loss was
 not a finite number are summed here with device operations only, and `read()` fetches all of them at once,
 when the progress bar refreshes (every `run.log_every` steps), before a checkpoint and at the epoch end.
+Every device tensor here is updated in place, so that a step recorded as a CUDA graph (step.py) adds into
+the same memory at each replay; the step count is a device tensor for the same reason.
 """
 
 from __future__ import annotations
@@ -34,18 +36,28 @@ class StepTally:
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.bad_step = torch.full((), NO_STEP, dtype=torch.int64, device=device)
         self.bad_loss = torch.zeros((), dtype=torch.float32, device=device)
+        self.next_step = torch.zeros((), dtype=torch.int64, device=device)  # global 0-based index of the next add
         self.seen = 0  # the host knows batch sizes without asking the device
         self.pending = 0  # steps since the last read
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, step: int) -> None:
-        """One step's mean loss (a 0-dim tensor) and predictions; `step` is its global 0-based index."""
+    def start_at(self, step: int) -> None:
+        """The global index of the next step (a resumed run starts past 0)."""
+        self.next_step.fill_(step)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """One step's mean loss (a 0-dim tensor) and predictions, with device operations only; `count` adds the
+        batch on the host."""
         loss = loss.detach().float()
         self.loss += loss.to(self.loss.dtype) * len(labels)
         self.correct += (logits.detach().argmax(1) == labels).sum()
         first = (self.bad_step == NO_STEP) & ~torch.isfinite(loss)
-        self.bad_step = torch.where(first, step, self.bad_step)
-        self.bad_loss = torch.where(first, loss, self.bad_loss)
-        self.seen += len(labels)
+        self.bad_step.copy_(torch.where(first, self.next_step, self.bad_step))
+        self.bad_loss.copy_(torch.where(first, loss, self.bad_loss))
+        self.next_step += 1
+
+    def count(self, images: int) -> None:
+        """The host's share of a step: its batch size, and one more step before the next read."""
+        self.seen += images
         self.pending += 1
 
     def read(self) -> Read:
