@@ -12,8 +12,17 @@ Arms:
   OneCycleLR without momentum cycling, label smoothing; channels_last in fp32 where the CPU has no bf16 units
   (bf16 autocast where it has), the arithmetic resnetlab picks; trained on a seeded 90% of train (the images
   resnetlab trains on number the same), scored on test after the last epoch.
+- timm (with --timm-train PATH): timm's own `train.py` and `validate.py` (from a checkout of
+  github.com/huggingface/pytorch-image-models; the pip package does not carry them) on the same images written
+  as an image folder (train/ the bare loop's 54,000, validation/ the other 6,000, test/; writing the PNGs is
+  not timed): timm's resnet18 (--timm-model) for 1-channel 28x28 input, the recipe's batch, lr, momentum,
+  weight decay, label smoothing and epochs, cosine schedule per step after one warm-up epoch, flips and no
+  random-resized crop (as the recipe has no crops), bf16 autocast and channels_last where the CPU has bf16
+  units, 2 loader workers. train.py keeps the epoch best on validation/ (model_best.pth.tar); validate.py scores
+  it on test/. The wall time is both processes'.
 
-Run: .venv/bin/python benchmarks/time_to_accuracy.py [--target 0.92] [--arms resnetlab,bare] [--epochs N]
+Run: .venv/bin/python benchmarks/time_to_accuracy.py [--target 0.92] [--arms resnetlab,bare,timm] [--epochs N]
+                                                      [--timm-train PATH/TO/pytorch-image-models/train.py]
 """
 
 from __future__ import annotations
@@ -113,6 +122,65 @@ def bare_worker(epochs: int, limit: int, out: Path) -> None:
     (out / "bare.json").write_text(json.dumps({"test_top1": correct / len(test), "epochs": epochs}))
 
 
+def write_image_folder(root: Path, limit: int) -> None:
+    """Fashion-MNIST as PNG files: root/{train,validation,test}/<class>/<index>.png, train/validation split as the
+    bare loop splits (a seeded permutation: its first `limit` images train, the last 10% validate)."""
+    import numpy as np
+    from PIL import Image
+
+    from resnetlab.data.sources import read_idx
+
+    files = find_fashion_mnist()
+    train_x, train_y = read_idx(files[IDX_FILES[0]]), read_idx(files[IDX_FILES[1]])
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0)).numpy()
+    parts = {
+        "train": (train_x, train_y, order[: min(limit, int(0.9 * len(train_x)))]),
+        "validation": (train_x, train_y, order[int(0.9 * len(train_x)) :]),
+        "test": (read_idx(files[IDX_FILES[2]]), read_idx(files[IDX_FILES[3]]), np.arange(10_000)),
+    }
+    for part, (images, labels, rows) in parts.items():
+        for label in range(10):
+            (root / part / f"class{label}").mkdir(parents=True)
+        for row in rows:
+            Image.fromarray(images[row]).save(root / part / f"class{labels[row]}" / f"{row}.png")
+
+
+def run_timm(train_py: Path, model: str, epochs: int, limit: int, out: Path) -> dict:
+    """timm's train.py, then its validate.py on test/ with the checkpoint train.py selected on validation/."""
+    from resnetlab.training.device import cpu_has_fast_bf16
+
+    data = out / "folder"
+    write_image_folder(data, limit)
+    shape = ["--model", model, "--num-classes", "10", "--input-size", "1", "28", "28", "--crop-pct", "1.0"]
+    shape += ["--mean", "0.2860", "--std", "0.3530", "--device", "cpu", "--workers", "2"]
+    if cpu_has_fast_bf16():  # the arithmetic resnetlab's precision=auto picks on this CPU
+        shape += ["--amp", "--amp-dtype", "bfloat16", "--channels-last"]
+    else:
+        shape += ["--channels-last"]
+    recipe = ["-b", "256", "--opt", "sgd", "--lr", "0.2", "--momentum", "0.9", "--weight-decay", "5e-4"]
+    recipe += ["--sched", "cosine", "--sched-on-updates", "--warmup-epochs", "1", "--cooldown-epochs", "0"]
+    recipe += ["--epochs", str(epochs)]
+    recipe += ["--smoothing", "0.1", "--scale", "1", "1", "--ratio", "1", "1", "--hflip", "0.5", "--color-jitter", "0"]
+    recipe += ["--seed", "0", "--checkpoint-hist", "1", "--log-interval", "50"]
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(train_py), "--data-dir", str(data), *shape, *recipe]
+        + ["--output", str(out), "--experiment", "run"],
+        check=True,
+    )
+    results = out / "test.json"
+    subprocess.run(
+        [sys.executable, str(train_py.parent / "validate.py"), "--data-dir", str(data), "--split", "test", *shape]
+        + ["-b", "512", "--checkpoint", str(out / "run" / "model_best.pth.tar"), "--results-file", str(results)]
+        + ["--results-format", "json"],
+        check=True,
+    )
+    wall = time.perf_counter() - start
+    scored = json.loads(results.read_text())
+    scored = scored[0] if isinstance(scored, list) else scored
+    return {"wall_s": wall, "test_top1": float(scored["top1"]) / 100, "epochs": epochs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=0.92, help="test top-1 that counts as reached")
@@ -121,11 +189,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
     parser.add_argument("--limit", type=int, default=54_000, help="training images (54,000: 90%% of train)")
     parser.add_argument("--runs", type=Path, default=None, help="keep resnetlab's run here (default: a temporary one)")
+    parser.add_argument("--timm-train", type=Path, default=None, help="timm's train.py (validate.py beside it)")
+    parser.add_argument("--timm-model", default="resnet18", help="the timm model of the timm arm")
     parser.add_argument("--bare-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_worker:
         return bare_worker(args.epochs, args.limit, args.out)
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = sorted(set(arms) - {"resnetlab", "bare", "timm"})
+    if unknown:
+        parser.error(f"--arms {','.join(unknown)}: the arms are resnetlab, bare and timm")
+    if "timm" in arms and not (args.timm_train and args.timm_train.is_file()):
+        parser.error(
+            f"the timm arm needs --timm-train PATH to timm's train.py (given: {args.timm_train}); it is in a "
+            "checkout of github.com/huggingface/pytorch-image-models, not in the pip package"
+        )
 
     from resnetlab.training import load_config
     from resnetlab.training.device import choose_precision, cpu_description
@@ -139,7 +218,7 @@ def main() -> None:
     )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for arm in args.arms.split(","):
+        for arm in arms:
             out = Path(tmp) / arm
             out.mkdir()
             if arm == "resnetlab":
@@ -149,14 +228,15 @@ def main() -> None:
             elif arm == "bare":
                 results[arm] = run_bare(epochs, args.limit, out)
             else:
-                raise SystemExit(f"unknown arm {arm!r}; use resnetlab and/or bare")
+                results[arm] = run_timm(args.timm_train.resolve(), args.timm_model, epochs, args.limit, out)
     print(f"{'arm':<10}{'epochs':>7}{'test top-1':>12}{'wall s':>9}{'to target':>11}")
     for arm, r in results.items():
         reached = f"{r['wall_s']:.0f} s" if r["test_top1"] >= args.target else "not reached"
         print(f"{arm:<10}{r['epochs']:>7}{100 * r['test_top1']:>11.2f}%{r['wall_s']:>9.0f}{reached:>11}")
-    if {"resnetlab", "bare"} <= results.keys():
-        ratio = results["bare"]["wall_s"] / results["resnetlab"]["wall_s"]
-        print(f"time_to_accuracy: resnetlab/peer = {ratio:.2f}x (speed: the bare loop's wall time over resnetlab's)")
+    for peer, label in (("bare", "time_to_accuracy"), ("timm", "time_to_accuracy_timm")):
+        if {"resnetlab", peer} <= results.keys():
+            ratio = results[peer]["wall_s"] / results["resnetlab"]["wall_s"]
+            print(f"{label}: resnetlab/peer = {ratio:.2f}x (speed: the {peer} arm's wall time over resnetlab's)")
     if not math.isfinite(sum(r["wall_s"] for r in results.values())):
         raise SystemExit(1)
 

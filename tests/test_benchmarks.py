@@ -65,3 +65,29 @@ def test_the_cpu_is_named_with_its_family_units_and_cores():
     assert described.endswith(f"{len(os.sched_getaffinity(0))} cores)")
     if cpu_has_fast_bf16():  # what precision=auto reads, and what the name says, agree
         assert "AMX" in described or "AVX-512 BF16" in described
+
+
+def test_time_to_accuracy_asks_for_timms_train_py_for_the_timm_arm(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "time_to_accuracy.py"), "--arms", "resnetlab,timm", "--timm-train",
+         str(tmp_path / "train.py")], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "timm arm needs --timm-train PATH to timm's train.py" in done.stderr
+    assert str(tmp_path / "train.py") in done.stderr and "pytorch-image-models" in done.stderr
+    wrong = subprocess.run([sys.executable, str(BENCH / "time_to_accuracy.py"), "--arms", "tf"], capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert wrong.returncode == 2 and "--arms tf: the arms are resnetlab, bare and timm" in wrong.stderr
+
+
+TIMM_TRAIN = os.environ.get("RESNETLAB_TIMM_TRAIN", "")  # timm's train.py, from a pytorch-image-models checkout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST is not installed")
+@pytest.mark.skipif(not Path(TIMM_TRAIN).is_file(), reason="set RESNETLAB_TIMM_TRAIN to timm's train.py")
+def test_time_to_accuracy_runs_timms_own_train_and_validate_scripts():
+    out = run("time_to_accuracy.py", "--arms", "resnetlab,timm", "--epochs", "1", "--limit", "1024", "--target",
+              "0", "--timm-train", TIMM_TRAIN)  # fmt: skip
+    assert "time_to_accuracy_timm: resnetlab/peer = " in out
+    (row,) = [line for line in out.splitlines() if line.startswith("timm ")]
+    assert row.endswith(" s")
