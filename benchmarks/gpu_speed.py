@@ -8,8 +8,10 @@ Its four modes: eager; torch.compile (default mode); graphs: the eager step reco
 (torch.cuda.graph, as PyTorch's CUDA-graph notes show it: static batch tensors, 3 warm-up steps on a side
 stream); compile+graphs: torch.compile(mode="reduce-overhead"), which replays the compiled forward and backward
 as CUDA graphs. resnetlab runs its whole loop (seeded loader, metrics read every run.log_every steps, checkpoint
-at the epoch end; augmentation off, as the peer has none) with the matching settings: compile=true|false and
-run.cuda_graphs=true|false; its figure is the second epoch's images/s (the first holds warm-up and recording).
+at the epoch end; augmentation off, as the peer has none) with the settings that ask for the same: compile=true|false
+and run.cuda_graphs=true|false (resnetlab records its whole step, compiled or not, where reduce-overhead records
+the compiled forward and backward); its figure is the second epoch's images/s (the first holds warm-up and
+recording).
 The peers are torchvision's resnet50 and the plain CIFAR ResNet-20 of train_speed.py, the same architectures
 as resnetlab's.
 

@@ -111,12 +111,16 @@ def test_on_a_gpu_the_steps_between_reads_never_synchronise(tmp_path, monkeypatc
     monkeypatch.setattr(TrainStep, "set_lr", set_lr_strict)
     monkeypatch.setattr(StepTally, "read", read_allowed)
     monkeypatch.setattr(TrainStep, "_record", record_allowed)
+    made = []
+    real_init = TrainStep.__init__
+    monkeypatch.setattr(TrainStep, "__init__", lambda self, *a, **k: (real_init(self, *a, **k), made.append(self))[0])
     settings = [*SETTINGS, f"out={tmp_path}", "device=cuda", "limit_train=640", "optim.ema=0.9"]
     try:
         fit(load_config(None, [*settings, f"run.cuda_graphs={graphs}"]))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert steps[0] == 40
+    assert (made[0].graph is not None) == (graphs == "true")  # the recording held, not a silent eager fallback
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

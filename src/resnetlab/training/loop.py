@@ -321,6 +321,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         cfg.optim.label_smoothing,
         cfg.optim.grad_clip,
         graphs=graphs,
+        strict=cfg.run.cuda_graphs == "true",
     )
 
     meta = weights_meta(cfg, train_data, mean, std, splits.record)
@@ -742,6 +743,9 @@ class _EagerFallback(nn.Module):
             try:
                 return self.compiled(x)
             except Exception as err:  # noqa: BLE001
+                if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                    raise  # a CUDA graph is being recorded: its own fallback decides, compile stays on
+
                 log.warning("torch.compile failed on the first batch (%s); running eager", str(err).splitlines()[0])
                 self.failed = True
         return self.eager(x)

@@ -58,7 +58,7 @@ def graphs_decision(
     if world_size > 1:
         blockers.append("DistributedDataParallel's gradient all-reduce is not recorded here (several processes)")
     if precision.needs_scaler:
-        blockers.append("fp16's gradient scaler decides on the host whether to skip each step")
+        blockers.append("fp16 with a gradient scaler is left eager (its unscale-and-skip step is not recorded here)")
     if thaws:
         blockers.append("finetune.unfreeze_every changes which tensors are trained between epochs")
     if any(getattr(m, "memory_efficient", False) for m in model.modules()):
@@ -86,42 +86,52 @@ class TrainStep:
         label_smoothing: float = 0.0,
         grad_clip: float = 0.0,
         graphs: bool = False,
+        strict: bool = False,
         lr_on_device: bool | None = None,
     ) -> None:
         self.model, self.train_model, self.optimizer, self.scaler, self.ema = model, train_model, optimizer, scaler, ema
         self.tally, self.precision, self.device = tally, precision, device
         self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
-        self.graphs = graphs
+        self.graphs, self.strict = graphs, strict  # strict: run.cuda_graphs=true, a failed recording is an error
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: tuple[torch.Tensor, torch.Tensor] | None = None  # the recorded batch's (x, y)
-        self.eager_steps = 0
+        self.side: torch.cuda.Stream | None = None  # the warm-up's stream, one for all warm-up steps
+        self.eager_steps = self.replays = 0
+        self.lrs = [float(group["lr"]) for group in optimizer.param_groups]  # the host's copy: read without a wait
         if graphs if lr_on_device is None else lr_on_device:  # a tensor the graph reads, refilled every step
             for group in optimizer.param_groups:
                 group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
 
     def set_lr(self, base_lrs: list[float], factor: float) -> None:
-        for group, base in zip(self.optimizer.param_groups, base_lrs, strict=True):
+        self.lrs = [base * factor for base in base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, self.lrs, strict=True):
             if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(base * factor)  # on CUDA a kernel with a scalar argument: no host wait
+                group["lr"].fill_(lr)  # on CUDA a kernel with a scalar argument: no host wait
             else:
-                group["lr"] = base * factor
+                group["lr"] = lr
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if not self.graphs:
             self._step(x, y)
-        elif self.eager_steps < WARMUP:
-            self._warm_up(x, y)
         else:
-            if self.graph is None:
-                self._record(x, y)
-            if self.graph is None:  # recording failed: said once, and this step and the rest run eagerly
-                self._step(x, y)
-            else:
-                assert self.static is not None
-                self.static[0].copy_(x)  # (B, C, H, W) into the recorded addresses; same strides, no host wait
-                self.static[1].copy_(y)
-                self.graph.replay()
+            with torch.cuda.device(self.device):  # streams and the capture belong to the run's GPU, not GPU 0
+                self._graph_step(x, y)
         self.tally.count(len(y))
+
+    def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.eager_steps < WARMUP:
+            self._warm_up(x, y)
+            return
+        if self.graph is None:
+            self._record(x, y)
+        if self.graph is None:  # recording failed: said once, and this step and the rest run eagerly
+            self._step(x, y)
+            return
+        assert self.static is not None
+        self.static[0].copy_(x)  # (B, C, H, W) into the recorded addresses; same strides, no host wait
+        self.static[1].copy_(y)
+        self.graph.replay()
+        self.replays += 1
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Everything a step computes, with device operations only (what the graph records)."""
@@ -141,7 +151,9 @@ class TrainStep:
         self.tally.add(loss, logits, y if y.dim() == 1 else y.argmax(1))
 
     def _warm_up(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        side = torch.cuda.Stream(self.device)
+        if self.side is None:
+            self.side = torch.cuda.Stream(self.device)
+        side = self.side
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side), _quiet_capturable_warning():
             self._step(x, y)
@@ -153,27 +165,36 @@ class TrainStep:
         self.static = (x.clone(), y.clone())  # clone keeps channels_last strides
         graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)  # gradients then live in the graph's own memory pool
+        before = torch.cuda.current_stream(self.device)
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: the streaming loader's reader thread may allocate pinned memory meanwhile
+            with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device), capture_error_mode="thread_local"):
                 self._step(*self.static)
         except Exception as err:  # an operation that cannot be recorded (a host read in a custom layer, ...)
+            torch.cuda.set_stream(before)  # a failed capture_end leaves the capture stream current otherwise
+            self.graphs, self.static = False, None
+            self.optimizer.zero_grad(set_to_none=True)
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if self.strict:
+                raise UserError(
+                    f"run.cuda_graphs=true, but this step cannot be recorded as a CUDA graph ({first_line}); "
+                    "use run.cuda_graphs=auto or false"
+                ) from err
             log.warning(
                 "CUDA graph recording failed (%s); training eagerly (run.cuda_graphs=false skips the try)", first_line
             )
-            self.graphs, self.static = False, None
-            self.optimizer.zero_grad(set_to_none=True)
             return
         self.graph = graph
 
     def optimizer_state(self) -> dict:
         """The optimizer's state_dict with plain-number learning rates, as an eager run writes it."""
         state = self.optimizer.state_dict()
-        groups = [{**g, "lr": float(g["lr"])} for g in state["param_groups"]]  # one host read, at checkpoints
+        groups = [{**g, "lr": lr} for g, lr in zip(state["param_groups"], self.lrs, strict=True)]
         return {**state, "param_groups": groups}
 
     def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        """The first group's learning rate of the latest step, from the host's copy."""
+        return self.lrs[0]
 
 
 @contextlib.contextmanager
