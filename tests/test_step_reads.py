@@ -148,3 +148,64 @@ def test_the_update_is_fused_on_cuda_and_a_resume_takes_this_machines_kernels(op
     if optimizer == "adamw":  # fused AdamW keeps `step` where the parameters are, as float32
         step = back.state[next(iter(model.parameters()))]["step"]
         assert step.device == next(iter(model.parameters())).device and step.dtype == torch.float32
+
+
+class HostToDevice:
+    """Counts copies from the CPU onto the `meta` device (a stand-in for a GPU: the same code paths, no data), and
+    tensors made from Python numbers straight onto it (torch.tensor(..., device=...))."""
+
+    def __init__(self, monkeypatch):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.copies = []
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                if func is torch.ops.aten._to_copy.default:
+                    src, dst = args[0].device, torch.device(kwargs.get("device") or args[0].device)
+                elif func is torch.ops.aten.copy_.default:
+                    src, dst = args[1].device, args[0].device
+                else:
+                    return func(*args, **kwargs)
+                if src.type == "cpu" and dst.type == "meta":
+                    counter.copies.append(str(func))
+                return func(*args, **kwargs)
+
+        self.mode = Mode()
+        real_tensor = torch.tensor
+
+        def made(*args, **kwargs):
+            if kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "meta":
+                counter.copies.append("torch.tensor")
+            return real_tensor(*args, **kwargs)
+
+        monkeypatch.setattr(torch, "tensor", made)
+
+
+AUGMENTS = {
+    "crop+flip+cutout": dict(crop_padding=4, hflip=True, cutout=8),
+    "photo+mix": dict(
+        brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1, grey=0.1, erase=0.25, mixup=0.2, cutmix=1.0
+    ),  # fmt: skip
+    "resized+warped": dict(crop_scale=(0.35, 1.0), hflip=True, rotate=10, shear=5, zoom=0.1, translate=0.1),
+}
+
+
+@pytest.mark.parametrize("augment", list(AUGMENTS), ids=list(AUGMENTS))
+def test_the_loader_copies_nothing_from_the_host_after_an_epochs_first_batch(monkeypatch, augment):
+    """On a GPU a copy from pageable host memory waits for every queued kernel, as a host read does: the epoch's
+    random draws go to the device once, at its first batch, and every later batch slices them there."""
+    from resnetlab.data import AugmentConfig, BatchLoader
+    from resnetlab.data.sources import synthetic
+
+    loader = BatchLoader(synthetic("train", n=256), 32, train=True, augment=AugmentConfig(**AUGMENTS[augment]),
+                         device="meta", channels_last=True, seed=0)  # fmt: skip
+    batches = loader.epoch(0)
+    next(batches)  # the epoch's plan moves to the device here, and constants are made once
+    counted = HostToDevice(monkeypatch)
+    with counted.mode:
+        rest = [x.shape for x, _ in batches]
+    assert len(rest) == 7 and rest[0] == (32, 3, 32, 32)
+    assert counted.copies == []

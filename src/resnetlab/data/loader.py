@@ -17,6 +17,7 @@ ranks together score each image once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .dataset import Dataset, centre_offsets
-from .photo import PhotoDraws, colour, crop_boxes, draw, draw_warps, erase, resized_crops
+from .photo import PhotoDraws, colour, crop_boxes, device_constant, draw, draw_warps, erase, resized_crops
 from .policy import POLICIES, apply_policy, draw_policy
 from .stream import HostImages, ahead, residency, shared_tensor
 
@@ -105,6 +106,16 @@ class EpochPlan:
     crops: torch.Tensor | None  # (n, 4) random resized crop boxes (top, left, height, width), or None
     warps: torch.Tensor | None  # (n, 6) affine parameters (photo.draw_warps), or None
     policy: torch.Tensor | None  # (n, slots, 2) RandAugment / TrivialAugment operations (policy.draw_policy)
+
+    def to(self, device: torch.device) -> EpochPlan:
+        """The plan's tensors on `device`, moved once an epoch: each batch then slices its rows there. Moving each
+        batch's rows instead is a copy from pageable host memory, which on a GPU waits for the whole queue."""
+        moved = {
+            f.name: value.to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(value := getattr(self, f.name), (torch.Tensor, PhotoDraws))
+        }
+        return dataclasses.replace(self, **moved)
 
 
 class BatchLoader:
@@ -217,15 +228,16 @@ class BatchLoader:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, from `start_batch` on (to resume mid-epoch)."""
         plan = self.plan(epoch)
+        here = plan.to(self.device)  # one copy an epoch (a no-op on the CPU)
         batches = range(start_batch, len(self))
         if self.host is None:
             for b in batches:
-                yield self.make_batch(plan, self.rows(plan, b), b)
+                yield self.make_batch(here, self.rows(plan, b), b)
             return
         host = self.host
         read = ahead(lambda b: host.gather(plan.order[self.rows(plan, b)]), batches)  # the next batch, meanwhile
         for b, pixels in zip(batches, read, strict=True):
-            yield self.make_batch(plan, self.rows(plan, b), b, pixels)
+            yield self.make_batch(here, self.rows(plan, b), b, pixels)
 
     def rows(self, plan: EpochPlan, b: int) -> slice:
         """The rows of the plan that batch `b` of this rank uses."""
@@ -238,8 +250,10 @@ class BatchLoader:
     def make_batch(
         self, plan: EpochPlan, rows: slice, b: int, pixels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch `b`: from the images held on the device, or from `pixels`, its (B, H, W, C) rows read on the host."""
-        idx = plan.order[rows].to(self.device)
+        """Batch `b`: from the images held on the device, or from `pixels`, its (B, H, W, C) rows read on the host.
+        `plan` is on the device: nothing here copies from the host or reads the device back (on a GPU, the
+        operations queue behind the training step); RandAugment/TrivialAugment are the exception (policy.py)."""
+        idx = plan.order[rows]
         if pixels is None:
             x = self.images[idx]  # type: ignore[index]  # (B, C, H, W) uint8
         else:
@@ -249,24 +263,25 @@ class BatchLoader:
         top, left = centre_offsets(self.stored, (self.height, self.width))
         resampled = plan.crops is not None or plan.warps is not None
         if resampled:  # one bilinear resampling: the crop box (else the centre view), flipped and warped
-            view = torch.tensor([top, left, self.height, self.width], dtype=torch.float32)
+            view = device_constant((top, left, self.height, self.width), self.device)
             boxes = plan.crops[rows] if plan.crops is not None else view.expand(len(idx), 4)
             warps = plan.warps[rows] if plan.warps is not None else None
             x = resized_crops(x.float(), boxes, plan.flips[rows], (self.height, self.width), warps)
         else:
             x = x[:, :, top : top + self.height, left : left + self.width]  # a view; nothing when stored = seen
         if plan.crops is None and (a.crop_padding or (a.hflip and not resampled)):  # pad-crop, unless resized crops
-            flips = plan.flips[rows].to(self.device) & (not resampled)
-            x = crop_and_flip(x, plan.offsets[rows].to(self.device), flips, a.crop_padding, a.pad_mode)
+            flips = plan.flips[rows] & (not resampled)
+            x = crop_and_flip(x, plan.offsets[rows], flips, a.crop_padding, a.pad_mode)
         if plan.policy is not None:  # each image's own operations, on the 0..255 scale
             x = apply_policy(x.float(), plan.policy[rows])
         if any(a.jitter) or a.grey:  # colour works on [0, 1]; then normalise
-            x = colour(x.float().div_(255.0), plan.photo.jitter[rows], plan.photo.grey[rows], a.jitter)
+            grey = plan.photo.grey[rows] if a.grey else None
+            x = colour(x.float().div_(255.0), plan.photo.jitter[rows], grey, a.jitter)
             x = x.mul_(self.scale * 255.0).add_(self.bias)
         else:
             x = x.float().mul_(self.scale).add_(self.bias)  # to float and normalised in one pass
         if a.cutout:
-            x = cutout(x, plan.cutout_centres[rows].to(self.device), a.cutout)
+            x = cutout(x, plan.cutout_centres[rows], a.cutout)
         if a.erase:
             x = erase(x, plan.photo.erase[rows])
         if plan.mix_kinds[b] if len(plan.mix_kinds) else 0:
@@ -308,7 +323,8 @@ def mix(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, lam: float, kind: int, box: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup (kind 1) or CutMix (kind 2) of each image with its mirror in the batch (x.flip(0))."""
-    target = F.one_hot(y, num_classes).float()
+    target = torch.zeros(len(y), num_classes, device=y.device).scatter_(1, y[:, None], 1.0)  # one-hot, no checks
+    # (F.one_hot checks the labels' range on the device and reads the answer back)
     other_x, other_t = x.flip(0), target.flip(0)
     if kind == 1:
         x = x * lam + other_x * (1.0 - lam)

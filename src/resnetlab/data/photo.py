@@ -27,8 +27,9 @@ fill_mode="nearest"; torchvision fills black).
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,16 @@ class PhotoDraws:
     jitter: torch.Tensor  # (n, 4) float: brightness, contrast, saturation factors and hue turn (fraction)
     grey: torch.Tensor  # (n,) bool
     erase: torch.Tensor  # (n, 5) float: apply (0/1), box top and left as fractions of the free room, h, w in px
+
+    def to(self, device: torch.device) -> PhotoDraws:
+        return PhotoDraws(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+@functools.lru_cache(maxsize=256)
+def device_constant(values: tuple, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A small constant tensor, made once per device and dtype (never write into it). Made from Python numbers at
+    every batch, it would be a host-to-device copy each time, and on a GPU such a copy waits for the queue."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def crop_boxes(n: int, gen: torch.Generator, h: int, w: int, scale: tuple[float, float],
@@ -76,7 +87,7 @@ def affine(warps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     angle, shear = torch.deg2rad(warps[:, 0]), torch.deg2rad(warps[:, 1])
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
-    shearing = torch.eye(2, dtype=warps.dtype).repeat(len(warps), 1, 1)
+    shearing = torch.eye(2, dtype=warps.dtype, device=warps.device).repeat(len(warps), 1, 1)
     shearing[:, 0, 1] = torch.tan(shear)
     return rotation @ shearing @ torch.diag_embed(warps[:, 2:4]), warps[:, 4:6]
 
@@ -105,7 +116,7 @@ def resized_crops(
     linear = linear * half[:, None, :]  # scale the columns: u is in half-box units
     linear[:, :, 0] *= torch.where(flips.to(x.device), -1.0, 1.0)[:, None]  # mirror the output first
     centre = torch.stack([left, top], 1) + half + shift
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device)
+    scale = device_constant((2.0 / w, 2.0 / h), x.device)
     theta = torch.cat([linear * scale[None, :, None], (centre * scale - 1)[:, :, None]], 2)  # (B, 2, 3)
     grid = F.affine_grid(theta, [len(x), x.shape[1], out_h, out_w], align_corners=False)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
@@ -130,14 +141,14 @@ def draw(n: int, gen: torch.Generator, h: int, w: int, brightness: float, contra
 
 def luma(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) grey of (B, 3, H, W) RGB."""
-    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    weights = device_constant(tuple(LUMA), x.device, x.dtype).view(1, 3, 1, 1)
     return (x * weights).sum(1, keepdim=True)
 
 
-def colour(x: torch.Tensor, jitter: torch.Tensor, grey: torch.Tensor, spans: tuple[float, float, float, float]
+def colour(x: torch.Tensor, jitter: torch.Tensor, grey: torch.Tensor | None, spans: tuple[float, float, float, float]
            ) -> torch.Tensor:  # fmt: skip
-    """Jitter and greyscale x (B, C, H, W) float in [0, 1]; jitter (B, 4), grey (B,) bool. Only the jitters
-    whose span is not 0 run; saturation, hue and greyscale leave one-channel images as they are."""
+    """Jitter and greyscale x (B, C, H, W) float in [0, 1]; jitter (B, 4), grey (B,) bool or None (greyscale off).
+    Only the jitters whose span is not 0 run; saturation, hue and greyscale leave one-channel images as they are."""
     f = jitter.to(x.device, x.dtype)[:, :, None, None, None]  # (B, 4, 1, 1, 1): one factor per image
     if spans[0]:
         x = (x * f[:, 0]).clamp_(0, 1)
@@ -150,18 +161,18 @@ def colour(x: torch.Tensor, jitter: torch.Tensor, grey: torch.Tensor, spans: tup
         x = ((x - g) * f[:, 2] + g).clamp_(0, 1)
     if rgb and spans[3]:
         x = turn_hue(x, jitter[:, 3].to(x.device, x.dtype)).clamp_(0, 1)
-    if rgb and bool(grey.any()):
+    if rgb and grey is not None:  # no `grey.any()`: a host read of a GPU tensor at every batch
         x = torch.where(grey.to(x.device)[:, None, None, None], luma(x).expand_as(x), x)
     return x
 
 
 # RGB <-> YIQ (NTSC): Y is luma, I and Q span the colours; turning (I, Q) by an angle turns the hue.
-_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 
 
 def turn_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Rotate each image's colours by `turns` (B,) of a full circle about the grey axis, keeping its luma."""
-    to_yiq = _TO_YIQ.to(x.device, x.dtype)
+    to_yiq = device_constant(_TO_YIQ, x.device, x.dtype)
     angle = turns * (2.0 * math.pi)
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotation = torch.zeros(len(turns), 3, 3, device=x.device, dtype=x.dtype)

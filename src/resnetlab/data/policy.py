@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .photo import luma
+from .photo import device_constant, luma
 
 POLICIES = ("none", "randaugment", "trivialaugment")
 OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "colour", "contrast",
@@ -65,7 +65,10 @@ def draw_policy(n: int, gen: torch.Generator, policy: str, size: tuple[int, int]
 
 
 def apply_policy(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-    """x (B, C, H, W) float on 0..255, draws (B, slots, 2) from draw_policy; each image its own operations."""
+    """x (B, C, H, W) float on 0..255, draws (B, slots, 2) from draw_policy; each image its own operations.
+
+    Each operation runs on the images that drew it, found with `nonzero`: on a GPU that reads the device back
+    (a wait per operation and batch), the one part of the loader that does."""
     x = x.clone()
     draws = draws.to(x.device)
     for slot in range(draws.shape[1]):
@@ -81,8 +84,8 @@ def _sample(x: torch.Tensor, linear: torch.Tensor, shift: torch.Tensor) -> torch
     """Each output pixel p (pixels, about the image's centre, x right and y down) reads the input at
     linear @ p + shift; black outside. linear (B, 2, 2), shift (B, 2)."""
     h, w = x.shape[-2:]
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device, dtype=x.dtype)
-    half = torch.tensor([w / 2.0, h / 2.0], device=x.device, dtype=x.dtype)
+    scale = device_constant((2.0 / w, 2.0 / h), x.device, x.dtype)
+    half = device_constant((w / 2.0, h / 2.0), x.device, x.dtype)
     # normalised u -> pixels about the centre (u * half) -> linear, shift -> normalised
     theta = torch.cat([linear * half[None, None, :] * scale[None, :, None], (shift * scale)[:, :, None]], 2)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -94,7 +97,7 @@ def _shear(x: torch.Tensor, m: torch.Tensor, axis: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     linear = torch.eye(2, device=x.device, dtype=x.dtype).repeat(len(x), 1, 1)
     linear[:, axis, 1 - axis] = m
-    corner = torch.tensor([w / 2.0, h / 2.0], device=x.device, dtype=x.dtype)  # the centre, from the corner
+    corner = device_constant((w / 2.0, h / 2.0), x.device, x.dtype)  # the centre, from the corner
     shift = (linear @ corner[:, None]).squeeze(2) - corner  # keeps the corner in place
     return _sample(x, linear, shift)
 

@@ -115,7 +115,8 @@ def evaluate(
         ranked = logits.topk(k, 1).indices  # (B, k)
         top1 += (ranked[:, 0] == y).sum()
         top5 += (ranked == y[:, None]).any(1).sum()
-        confusion += torch.bincount(y * num_classes + ranked[:, 0], minlength=num_classes * num_classes)
+        # index_add_, not bincount: CUDA's bincount reads the largest value back to size its output
+        confusion.index_add_(0, y * num_classes + ranked[:, 0], torch.ones_like(y))
         seen += len(y)
     model.train(was_training)
     if total is not None:
