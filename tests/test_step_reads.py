@@ -193,19 +193,62 @@ AUGMENTS = {
 }
 
 
-@pytest.mark.parametrize("augment", list(AUGMENTS), ids=list(AUGMENTS))
-def test_the_loader_copies_nothing_from_the_host_after_an_epochs_first_batch(monkeypatch, augment):
+LOADERS = {  # name: (augmentation, BatchLoader keywords, first batch, batches then left)
+    **{name: (AUGMENTS[name], {}, 0, 7) for name in AUGMENTS},
+    "eval": ({}, {"train": False}, 0, 7),
+    "rank 1 of 2, resumed": (AUGMENTS["photo+mix"], {"rank": 1, "world_size": 2}, 3, 4),
+}
+
+
+@pytest.mark.parametrize("case", list(LOADERS), ids=list(LOADERS))
+def test_the_loader_copies_nothing_from_the_host_after_an_epochs_first_batch(monkeypatch, case):
     """On a GPU a copy from pageable host memory waits for every queued kernel, as a host read does: the epoch's
-    random draws go to the device once, at its first batch, and every later batch slices them there."""
+    random draws go to the device once, at its first batch, and every later batch slices them there. The meta
+    device stands in for a GPU: host reads raise there and copies are counted; an operation mixing a CPU index
+    with device data is not seen there, so the moved plan is also checked to hold device tensors only."""
+    import dataclasses
+
     from resnetlab.data import AugmentConfig, BatchLoader
+    from resnetlab.data.loader import PhotoDraws
     from resnetlab.data.sources import synthetic
 
-    loader = BatchLoader(synthetic("train", n=256), 32, train=True, augment=AugmentConfig(**AUGMENTS[augment]),
-                         device="meta", channels_last=True, seed=0)  # fmt: skip
-    batches = loader.epoch(0)
+    augment, keywords, first, left = LOADERS[case]
+    settings = {"train": True, "augment": AugmentConfig(**augment), "device": "meta", "channels_last": True, **keywords}
+    loader = BatchLoader(synthetic("train", n=256), 32, **settings)
+    batches = loader.epoch(0, first)
     next(batches)  # the epoch's plan moves to the device here, and constants are made once
     counted = HostToDevice(monkeypatch)
     with counted.mode:
         rest = [x.shape for x, _ in batches]
-    assert len(rest) == 7 and rest[0] == (32, 3, 32, 32)
+    assert len(rest) == left and rest[0][1:] == (3, 32, 32)
     assert counted.copies == []
+    moved = loader.plan(0).to(torch.device("meta"))
+    for field in dataclasses.fields(moved):
+        value = getattr(moved, field.name)
+        photo = isinstance(value, PhotoDraws)
+        parts = [getattr(value, f.name) for f in dataclasses.fields(value)] if photo else [value]
+        assert all(t.device.type == "meta" for t in parts if isinstance(t, torch.Tensor)), field.name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", [*AUGMENTS, "streamed"])
+def test_on_a_gpu_the_loaders_batches_never_synchronise(case):
+    """From an epoch's second batch on, making a batch queues work and waits for nothing (RandAugment and
+    TrivialAugment excepted: policy.py says why)."""
+    from resnetlab.data import AugmentConfig, BatchLoader
+    from resnetlab.data.sources import synthetic
+
+    augment = AugmentConfig(**AUGMENTS.get(case, AUGMENTS["crop+flip+cutout"]))
+    stream = "true" if case == "streamed" else "false"
+    loader = BatchLoader(synthetic("train", n=512), 32, train=True, augment=augment, device="cuda",
+                         channels_last=True, stream=stream)  # fmt: skip
+    batches = loader.epoch(0)
+    next(batches)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        made = sum(1 for _ in batches)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert made == 15

@@ -263,7 +263,7 @@ class BatchLoader:
         top, left = centre_offsets(self.stored, (self.height, self.width))
         resampled = plan.crops is not None or plan.warps is not None
         if resampled:  # one bilinear resampling: the crop box (else the centre view), flipped and warped
-            view = device_constant((top, left, self.height, self.width), self.device)
+            view = device_constant((top, left, self.height, self.width), x.device)  # cuda:N, not a bare cuda
             boxes = plan.crops[rows] if plan.crops is not None else view.expand(len(idx), 4)
             warps = plan.warps[rows] if plan.warps is not None else None
             x = resized_crops(x.float(), boxes, plan.flips[rows], (self.height, self.width), warps)

@@ -178,7 +178,8 @@ def turn_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     rotation = torch.zeros(len(turns), 3, 3, device=x.device, dtype=x.dtype)
     rotation[:, 0, 0] = 1.0
     rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
-    per_image = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (B, 3, 3): RGB -> RGB
+    from_yiq = torch.linalg.inv_ex(to_yiq).inverse  # inv_ex: linalg.inv reads its error flag back from a GPU
+    per_image = from_yiq @ rotation @ to_yiq  # (B, 3, 3): RGB -> RGB
     return torch.einsum("bij,bjhw->bihw", per_image, x)
 
 

@@ -115,8 +115,11 @@ def evaluate(
         ranked = logits.topk(k, 1).indices  # (B, k)
         top1 += (ranked[:, 0] == y).sum()
         top5 += (ranked == y[:, None]).any(1).sum()
-        # index_add_, not bincount: CUDA's bincount reads the largest value back to size its output
-        confusion.index_add_(0, y * num_classes + ranked[:, 0], torch.ones_like(y))
+        cells = y * num_classes + ranked[:, 0]
+        if confusion.is_cuda:  # CUDA's bincount reads the largest value back to size its output; MPS before
+            confusion.index_add_(0, cells, torch.ones_like(y))  # torch 2.9 refuses int64 in index_add_
+        else:
+            confusion += torch.bincount(cells, minlength=num_classes * num_classes)
         seen += len(y)
     model.train(was_training)
     if total is not None:
