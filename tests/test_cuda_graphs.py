@@ -162,19 +162,6 @@ GPU_RUN = [
 ]
 
 
-def recorded_steps(monkeypatch) -> list[TrainStep]:
-    """Every TrainStep a run makes, kept for inspection after the run."""
-    made: list[TrainStep] = []
-    real_init = TrainStep.__init__
-
-    def keep(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        made.append(self)
-
-    monkeypatch.setattr(TrainStep, "__init__", keep)
-    return made
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize(
@@ -182,17 +169,16 @@ def recorded_steps(monkeypatch) -> list[TrainStep]:
     [("sgd", []), ("adamw", []), ("sgd", ["data.stream=true"]), ("sgd", ["device=cuda:0"]), ("sgd", ["compile=true"])],
     ids=["sgd", "adamw", "streamed", "cuda0", "compiled"],
 )
-def test_on_a_gpu_a_recorded_run_trains_as_the_eager_run_does(tmp_path, optimizer, extra, caplog, monkeypatch):
+def test_on_a_gpu_a_recorded_run_trains_as_the_eager_run_does(tmp_path, optimizer, extra, caplog, train_steps):
     import logging
 
     from resnetlab.training.step import WARMUP
 
-    made = recorded_steps(monkeypatch)
     settings = [*GPU_RUN, f"optim.optimizer={optimizer}", "lr=0.01" if optimizer == "adamw" else "lr=0.1", *extra]
     settings += ["schedule.name=onecycle"]  # the learning rate moves every step: a frozen one would show
     with caplog.at_level(logging.WARNING, logger="resnetlab"):
         graphed = fit(load_config(None, [*settings, "run.cuda_graphs=true", f"out={tmp_path / 'g'}"]))
-    (step,) = made
+    (step,) = train_steps
     steps = graphed.rows[-1]["step"]
     assert step.graph is not None and step.replays == steps - WARMUP  # the recorded step is replayed too
     assert "failed" not in caplog.text  # neither the recording nor torch.compile fell back

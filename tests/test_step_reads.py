@@ -84,7 +84,7 @@ def test_the_weight_average_matches_torch_averaged_model_and_resumes():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("graphs", ["false", "true"])
-def test_on_a_gpu_the_steps_between_reads_never_synchronise(tmp_path, monkeypatch, graphs):
+def test_on_a_gpu_the_steps_between_reads_never_synchronise(tmp_path, monkeypatch, graphs, train_steps):
     """CUDA's sync debug mode raises on any synchronising call; it is on from each step's start to the next read
     (a read point turns it off for its one read and what follows it: checkpoint, epoch end). Recording the CUDA
     graph synchronises once, by design (torch.cuda.graph does), and is let through."""
@@ -111,16 +111,13 @@ def test_on_a_gpu_the_steps_between_reads_never_synchronise(tmp_path, monkeypatc
     monkeypatch.setattr(TrainStep, "set_lr", set_lr_strict)
     monkeypatch.setattr(StepTally, "read", read_allowed)
     monkeypatch.setattr(TrainStep, "_record", record_allowed)
-    made = []
-    real_init = TrainStep.__init__
-    monkeypatch.setattr(TrainStep, "__init__", lambda self, *a, **k: (real_init(self, *a, **k), made.append(self))[0])
     settings = [*SETTINGS, f"out={tmp_path}", "device=cuda", "limit_train=640", "optim.ema=0.9"]
     try:
         fit(load_config(None, [*settings, f"run.cuda_graphs={graphs}"]))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert steps[0] == 40
-    assert (made[0].graph is not None) == (graphs == "true")  # the recording held, not a silent eager fallback
+    assert (train_steps[0].graph is not None) == (graphs == "true")  # the recording held, not a silent eager fallback
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
