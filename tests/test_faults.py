@@ -150,7 +150,7 @@ def weights(tmp_path_factory):
         (["predict", "{w}", "{img}", "--topk", "-1"], "--topk -1 should be a positive number"),
         (["embed", "{w}", "{img}", "--batch-size", "0"], "--batch-size 0 should be a positive number"),
         (["export", "{w}", "format=onnx", "batch=0", "out={tmp}/m.onnx"], "batch=0 is not a batch size"),
-        (["export", "{w}", "format=torchscript", "out=/proc/resnetlab/m.pt"], "cannot write /proc/resnetlab/m.pt"),
+        (["export", "{w}", "format=torchscript", "out=/proc/x/m.torchscript.pt"], "cannot write /proc/x/m"),
         (["trian"], "invalid choice: 'trian' (choose from 'models', 'summary', 'train'"),
         (["predict", "{w}"], "arguments are required: images; `resnetlab predict --help` lists what works"),
         (["train", "epochs=1", "bogus.key=1", "out={tmp}/runs"], "unknown config key 'bogus.key'"),
@@ -167,6 +167,41 @@ def test_command_line_user_errors_exit_2_in_one_sentence_and_write_nothing(weigh
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]  # nothing written
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["export", "{run}", "format=safetensors", "out={run}/last.pt"], "does not end in .safetensors"),
+        (["export", "{run}", "format=onnx", "out={run}/best.safetensors"], "does not end in .onnx"),
+        (["export", "{run}", "format=safetensors", "out={run}/best.safetensors"], "own best.safetensors"),
+        (["export", "{run}", "format=torchscript", "out={run}/.torchscript.pt"], "does not end in .torchscript.pt"),
+        (["quantize", "{run}", "out={run}/last.pt"], "out={run}/last.pt does not end in .onnx"),
+        (["quantize", "{run}", "out={run}/best.safetensors"], "does not end in .onnx"),
+        (["predict", "{w}", "{img}", "out={run}/summary.json"], "own summary.json"),
+        (["predict", "{w}", "{img}", "out={run}/metrics.csv"], "own metrics.csv"),
+        (["embed", "{w}", "{img}", "out={run}/summary.json"], "own summary.json"),
+        (["embed", "{w}", "{img}", "out={link}/summary.json"], "own summary.json"),  # a link to the run's folder
+    ],
+)
+def test_no_command_writes_over_a_runs_own_files(weights, tmp_path, argv, match, capsys):
+    """export, quantize, predict and embed refuse an out= that is one of a run's files, before any work."""
+    from PIL import Image
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {name: resnet8}\n")
+    (run / "best.safetensors").write_bytes(weights.read_bytes())
+    for name, text in (("last.pt", "checkpoint"), ("summary.json", "{}"), ("metrics.csv", "epoch\n1\n")):
+        (run / name).write_text(text)
+    (tmp_path / "link").symlink_to(run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(tmp_path / "x.png")
+    args = [a.format(w=weights, img=tmp_path / "x.png", run=run, link=tmp_path / "link") for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert match.format(run=run) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing written over, nothing added
 
 
 def test_file_names_that_are_not_utf8_are_read_or_skipped_and_reported(tmp_path, weights, capsys, monkeypatch):

@@ -16,6 +16,7 @@ from resnetlab.errors import ConfigError, UserError
 from resnetlab.export import export
 from resnetlab.models import create_model
 from resnetlab.models.pretrained import adapt_input_conv, load_into, load_pretrained
+from resnetlab.runtimes import SUFFIX
 from resnetlab.training import load_config
 from resnetlab.training.finetune import frozen_parts, param_groups, parts, still_frozen
 from resnetlab.training.loop import fit
@@ -157,7 +158,7 @@ def small_weights(tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
 def test_export_matches_pytorch_at_two_batch_sizes(small_weights, tmp_path, fmt):
     pytest.importorskip("onnxruntime") if fmt == "onnx" else None
-    result = export(small_weights, fmt, tmp_path / f"m.{fmt}")
+    result = export(small_weights, fmt, tmp_path / f"m{SUFFIX[fmt]}")
     assert result.path.is_file() and result.batches == (1, 4) and result.max_abs_diff < 1e-4
     model, _ = resnetlab.load(small_weights)
     x = torch.randn(3, 3, 32, 32)
@@ -177,7 +178,7 @@ def test_export_matches_pytorch_at_two_batch_sizes(small_weights, tmp_path, fmt)
 
 
 def test_export_cli_and_safetensors(small_weights, tmp_path, capsys):
-    assert main(["export", str(small_weights), "format=torchscript", f"out={tmp_path / 'm.pt'}"]) == 0
+    assert main(["export", str(small_weights), "format=torchscript", f"out={tmp_path / 'm.torchscript.pt'}"]) == 0
     assert "largest difference" in capsys.readouterr().out
     assert main(["export", str(small_weights), "format=safetensors", f"out={tmp_path / 'w.safetensors'}"]) == 0
     model, meta = resnetlab.load(tmp_path / "w.safetensors")

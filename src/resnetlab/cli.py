@@ -252,7 +252,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from .data.folders import printable
-    from .files import atomic_write, chosen_output
+    from .files import atomic_write, chosen_output, refuse_run_file
     from .inference import predict
 
     if args.topk < 1:
@@ -262,6 +262,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     images, out = split_out(args.images, None)
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise UserError(f"out={out} should end in .csv or .json")
+    if out is not None:
+        refuse_run_file(out)  # before predicting: a run's own files (summary.json, ...) are never written over
     if not images:
         raise UserError("predict needs images: files, folders or patterns such as 'photos/*.jpg'")
     results = predict(args.weights, images, topk=args.topk, batch_size=args.batch_size)
@@ -313,7 +315,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data.folders import printable
-    from .files import atomic_write, chosen_output
+    from .files import atomic_write, chosen_output, refuse_run_file
     from .inference import embed
 
     if args.batch_size < 1:
@@ -322,6 +324,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     kind = out.suffix.lower()
     if kind not in (".npy", ".csv", ".json"):
         raise UserError(f"out={out} should end in .npy (with the names in a .txt beside it), .csv or .json")
+    refuse_run_file(out)  # before embedding: a run's own files are never written over
     features, names, skipped = embed(args.weights, inputs, batch_size=args.batch_size)
     written = [out]
     with chosen_output(out):  # each file complete or absent: written beside, then renamed

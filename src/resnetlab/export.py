@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .files import atomic_write, chosen_output, save_weights
+from .files import atomic_write, chosen_output, refuse_run_file, save_weights
 from .inference import load
 from .runtimes import META_FILE, SUFFIX, require_onnx
 
@@ -64,9 +64,15 @@ def export(
         raise UserError(f"format={fmt!r} is not one of {', '.join(FORMATS)}")
     if check_batch < 1:
         raise UserError(f"batch={check_batch} is not a batch size; use a whole number such as 8, or 'dynamic'")
+    path = Path(out) if out else default_path(source, fmt)
+    if not path.name.endswith(SUFFIX[fmt]) or path.name == SUFFIX[fmt]:  # eval and predict know a format by it
+        raise UserError(
+            f"out={path} does not end in {SUFFIX[fmt]}, the ending of format={fmt} files that eval and predict "
+            f"recognise; give a name such as {path.parent / ('model' + SUFFIX[fmt])}"
+        )
+    refuse_run_file(path)  # before any work: the run's checkpoint and weights are never written over
     model, meta = load(source, "cpu")
     model = model.float().eval()
-    path = Path(out) if out else default_path(source, fmt)
     with chosen_output(path):  # an unwritable or full destination: one sentence, and nothing half-written left
         return _export_and_check(model, meta, fmt, path, dynamic_batch, check_batch, opset)
 

@@ -28,6 +28,17 @@ from safetensors.torch import save
 from .errors import UserError, WriteFailed
 
 META_KEY = "resnetlab"
+# What a training run keeps in its folder: no command's out= may write over one of these in a run's folder.
+RUN_FILES = (
+    "config.yaml",
+    "metrics.csv",
+    "last.pt",
+    "last.safetensors",
+    "best.safetensors",
+    "summary.json",
+    "curves.png",
+    "confusion_matrix.png",
+)
 
 
 def byte_size(n: int) -> str:
@@ -63,10 +74,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def refuse_run_file(path: Path) -> None:
+    """A UserError if `path` is one of a training run's own files (its checkpoint, weights, settings, metrics,
+    plots or summary), which an output written there would replace."""
+    target = Path(path).resolve()
+    if target.name in RUN_FILES and (target.parent / "config.yaml").is_file():
+        raise UserError(
+            f"out={path} is the run {target.parent}'s own {target.name}, which writing there would replace; "
+            f"choose another out= (a name of your own, or another folder)"
+        )
+
+
 @contextmanager
 def chosen_output(path: Path) -> Iterator[None]:
-    """Around writing an output whose path the user chose (out=): a folder that cannot be written is their
-    error to fix (UserError, choose another out=); a full disk stays WriteFailed (exit status 1)."""
+    """Around writing an output whose path the user chose (out=): one of a training run's own files is refused
+    before anything is written; a folder that cannot be written is their error to fix (UserError, choose another
+    out=); a full disk stays WriteFailed (exit status 1)."""
+    refuse_run_file(path)
     try:
         yield
     except WriteFailed as err:

@@ -34,7 +34,7 @@ from .data.sources import same_data
 from .data.splits import sample, stratified_pick
 from .errors import UserError
 from .export import export
-from .files import atomic_write, chosen_output
+from .files import atomic_write, chosen_output, refuse_run_file
 from .inference import load
 from .runtimes import require_onnx
 from .training.device import cpu_description
@@ -150,6 +150,16 @@ def quantize(
             f"{source} is an export or a checkpoint; quantize starts from a run directory or its .safetensors "
             "weights (it exports them itself)"
         )
+    path = Path(out) if out else default_path(source)
+    keep = Path(fp32_out) if fp32_out else None
+    for key, target in (("out", path), ("fp32_out", keep)):
+        if target is not None and not target.name.endswith(".onnx"):
+            raise UserError(
+                f"{key}={target} does not end in .onnx, which an ONNX model's name does here (eval and "
+                f"predict recognise it by it); give a name such as {target.with_suffix('.onnx')}"
+            )
+        if target is not None:
+            refuse_run_file(target)  # before calibrating: a run's own files are never written over
     _, meta = load(source, "cpu")  # a clear error for a bad source before any data is read
     parts, name, own = run_data(source, meta, data, ("train", "val"))
     train, val = parts["train"], parts["val"]
@@ -178,8 +188,6 @@ def quantize(
             check = sample(calibration, check_images, seed, CHECK)
             checked = f"{len(check):,} of the calibration images themselves (no other images to compare on)"
     classes_match = list(check.classes) == list(meta["classes"])
-    path = Path(out) if out else default_path(source)
-    keep = Path(fp32_out) if fp32_out else None
     with chosen_output(path), tempfile.TemporaryDirectory(prefix="resnetlab-quantize-") as tmp:
         work = Path(tmp)
         fp32 = export(source, "onnx", work / "fp32.onnx").path  # checked against PyTorch by export itself
