@@ -20,12 +20,13 @@ On a CPU it runs too (for checking the script: --device cpu --modes eager --step
 matter are a GPU's, and the device is printed first.
 
 Run: python benchmarks/gpu_speed.py [--device cuda] [--models resnet20,resnet50]
-         [--modes eager,compile,graphs,compile+graphs]
+         [--modes eager,compile,graphs,compile+graphs] [--json FIGURES.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -165,6 +166,7 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES), help="of " + ", ".join(MODES))
     parser.add_argument("--steps", type=int, default=50, help="timed steps (and resnetlab's steps per epoch)")
     parser.add_argument("--batch-scale", type=float, default=1.0, help="multiply the batch sizes (0.05 on a CPU)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here, after each model")
     args = parser.parse_args()
     device = torch.device(args.device)
     chosen = choose_precision("auto", "auto", device)
@@ -176,16 +178,32 @@ def main() -> None:
         modes = [m for m in modes if m not in GRAPH_MODES]  # CUDA graphs exist only on CUDA
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {where}; torch {torch.__version__}; {chosen.name} + channels_last ({chosen.reason})")
+    figures: dict = {"device": where, "torch": torch.__version__, "precision": chosen.name, "models": {}}
     for name in args.models.split(","):
         _, side, batch = SETUPS[name]
         batch = max(2, int(batch * args.batch_scale))
         print(f"\n{name}, {side}x{side}x3, batch {batch}, {args.steps} timed steps (images/s)")
-        bare = {m: bare_loop(name, device, m, args.steps, batch, chosen.dtype) for m in modes}
-        ours = {m: resnetlab_loop(name, device, m, args.steps, batch) for m in modes}
-        print(f"{'mode':<16}{'bare loop':>12}{'resnetlab':>12}{'ratio':>8}")
+        table: dict[str, dict[str, float]] = {}
+        figures["models"][name] = {"batch": batch, "steps": args.steps, "modes": table}
+        # Each mode's pair side by side, each figure written as it arrives: a run cut short keeps what it measured.
         for mode in modes:
-            print(f"{mode:<16}{bare[mode]:>12.0f}{ours[mode]:>12.0f}{ours[mode] / bare[mode]:>7.2f}x")
-        print(f"{name}: resnetlab/peer = {max(ours.values()) / max(bare.values()):.2f}x", flush=True)
+            table[mode] = {"bare": bare_loop(name, device, mode, args.steps, batch, chosen.dtype)}
+            keep(figures, args.json)
+            table[mode]["resnetlab"] = resnetlab_loop(name, device, mode, args.steps, batch)
+            table[mode]["ratio"] = table[mode]["resnetlab"] / table[mode]["bare"]
+            keep(figures, args.json)
+        print(f"{'mode':<16}{'bare loop':>12}{'resnetlab':>12}{'ratio':>8}")
+        for mode, r in table.items():
+            print(f"{mode:<16}{r['bare']:>12.0f}{r['resnetlab']:>12.0f}{r['ratio']:>7.2f}x")
+        best = max(r["resnetlab"] for r in table.values()) / max(r["bare"] for r in table.values())
+        figures["models"][name]["best_over_best"] = best
+        keep(figures, args.json)
+        print(f"{name}: resnetlab/peer = {best:.2f}x", flush=True)
+
+
+def keep(figures: dict, path: Path | None) -> None:
+    if path is not None:
+        path.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

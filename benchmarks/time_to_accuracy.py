@@ -23,6 +23,7 @@ Arms:
 
 Run: .venv/bin/python benchmarks/time_to_accuracy.py [--target 0.92] [--arms resnetlab,bare,timm] [--epochs N]
                                                       [--timm-train PATH/TO/pytorch-image-models/train.py]
+                                                      [--device cuda] [--json FIGURES.json]
 """
 
 from __future__ import annotations
@@ -67,23 +68,26 @@ def run_resnetlab(recipe: str, out: Path, extra: list[str]) -> dict:
     return {"wall_s": wall, "test_top1": summary["test_top1"], "epochs": summary["epochs"]}
 
 
-def run_bare(epochs: int, limit: int, out: Path) -> dict:
+def run_bare(epochs: int, limit: int, out: Path, device: str) -> dict:
     start = time.perf_counter()
     cmd = [sys.executable, __file__, "--bare-worker", "--epochs", str(epochs), "--limit", str(limit), "--out", str(out)]
+    cmd += ["--device", device]
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
     return {"wall_s": wall, **json.loads((out / "bare.json").read_text())}
 
 
-def bare_worker(epochs: int, limit: int, out: Path) -> None:
-    """The tutorial loop (runs in its own process, so that its start-up is timed too)."""
+def bare_worker(epochs: int, limit: int, out: Path, device_name: str) -> None:
+    """The tutorial loop (runs in its own process, so that its start-up is timed too); on a GPU as the tutorials
+    write it there: pinned loader memory, batches copied without blocking, bf16 autocast where the GPU has it."""
     import torchvision
     from torch.utils.data import DataLoader, Subset
     from torchvision import transforms
 
     from resnetlab import create_model
-    from resnetlab.training.device import cpu_has_fast_bf16
+    from resnetlab.training.device import choose_precision
 
+    device = torch.device(device_name)
     root = out / "torchvision"  # torchvision's FashionMNIST reads root/FashionMNIST/raw/<name> (unzipped)
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -94,31 +98,39 @@ def bare_worker(epochs: int, limit: int, out: Path) -> None:
     train = torchvision.datasets.FashionMNIST(str(root), train=True, transform=tf)
     test = torchvision.datasets.FashionMNIST(str(root), train=False, transform=tf)
     keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: min(limit, int(0.9 * len(train)))]
-    loader = DataLoader(Subset(train, keep.tolist()), batch_size=256, shuffle=True, num_workers=2, drop_last=True)
-    test_loader = DataLoader(test, batch_size=512, num_workers=2)
+    pin = device.type == "cuda"
+    loader = DataLoader(
+        Subset(train, keep.tolist()), batch_size=256, shuffle=True, num_workers=2, drop_last=True, pin_memory=pin
+    )
+    test_loader = DataLoader(test, batch_size=512, num_workers=2, pin_memory=pin)
 
     torch.manual_seed(0)
-    bf16 = cpu_has_fast_bf16()
-    model = create_model("resnet14", num_classes=10, in_chans=1).to(memory_format=torch.channels_last)
+    bf16 = choose_precision("auto", "auto", device).dtype is torch.bfloat16  # the arithmetic resnetlab picks here
+    model = create_model("resnet14", num_classes=10, in_chans=1).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    steps = epochs * len(loader)
+    # OneCycleLR needs a warm-up of at least 2 steps (pct_start * steps - 1 > 0), which a short check run lacks.
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=0.2, total_steps=epochs * len(loader), pct_start=0.25, cycle_momentum=False
+        opt, max_lr=0.2, total_steps=steps, pct_start=max(0.25, 2 / steps), cycle_momentum=False
     )
     for _ in range(epochs):
         model.train()
         for x, y in loader:
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
     model.eval()
-    correct = 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    correct = torch.zeros((), dtype=torch.long, device=device)  # counted on the device, read once
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for x, y in test_loader:
-            correct += (model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            correct += (model(x).argmax(1) == y.to(device, non_blocking=True)).sum()
+    correct = int(correct)
     (out / "bare.json").write_text(json.dumps({"test_top1": correct / len(test), "epochs": epochs}))
 
 
@@ -145,15 +157,15 @@ def write_image_folder(root: Path, limit: int) -> None:
             Image.fromarray(images[row]).save(root / part / f"class{labels[row]}" / f"{row}.png")
 
 
-def run_timm(train_py: Path, model: str, epochs: int, limit: int, out: Path) -> dict:
+def run_timm(train_py: Path, model: str, epochs: int, limit: int, out: Path, device: str) -> dict:
     """timm's train.py, then its validate.py on test/ with the checkpoint train.py selected on validation/."""
-    from resnetlab.training.device import cpu_has_fast_bf16
+    from resnetlab.training.device import choose_precision
 
     data = out / "folder"
     write_image_folder(data, limit)
     shape = ["--model", model, "--num-classes", "10", "--input-size", "1", "28", "28", "--crop-pct", "1.0"]
-    shape += ["--mean", "0.2860", "--std", "0.3530", "--device", "cpu", "--workers", "2"]
-    if cpu_has_fast_bf16():  # the arithmetic resnetlab's precision=auto picks on this CPU
+    shape += ["--mean", "0.2860", "--std", "0.3530", "--device", device, "--workers", "2"]
+    if choose_precision("auto", "auto", torch.device(device)).dtype is torch.bfloat16:  # what resnetlab picks here
         shape += ["--amp", "--amp-dtype", "bfloat16", "--channels-last"]
     else:
         shape += ["--channels-last"]
@@ -191,11 +203,13 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=None, help="keep resnetlab's run here (default: a temporary one)")
     parser.add_argument("--timm-train", type=Path, default=None, help="timm's train.py (validate.py beside it)")
     parser.add_argument("--timm-model", default="resnet18", help="the timm model of the timm arm")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (every arm trains there)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--bare-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_worker:
-        return bare_worker(args.epochs, args.limit, args.out)
+        return bare_worker(args.epochs, args.limit, args.out, args.device)
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - {"resnetlab", "bare", "timm"})
     if unknown:
@@ -211,10 +225,14 @@ def main() -> None:
 
     cfg = load_config(args.recipe)
     epochs = args.epochs or cfg.schedule.epochs
-    chosen = choose_precision("auto", "auto", torch.device("cpu"))
+    device = torch.device(args.device)
+    chosen = choose_precision("auto", "auto", device)
+    where = f"CPU {cpu_description()}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        where = f"GPU {torch.cuda.get_device_name(device)} (torch {torch.__version__}); host {where}"
     print(
         f"Fashion-MNIST, target {100 * args.target:.1f}% test top-1; recipe {args.recipe}, {epochs} epochs, "
-        f"{args.limit:,} training images; CPU {cpu_description()}, {torch.get_num_threads()} threads, {chosen.name}"
+        f"{args.limit:,} training images; {where}, {chosen.name}"
     )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,20 +240,23 @@ def main() -> None:
             out = Path(tmp) / arm
             out.mkdir()
             if arm == "resnetlab":
-                extra = [f"epochs={epochs}"] if args.epochs else []
+                extra = [f"device={args.device}"] + ([f"epochs={epochs}"] if args.epochs else [])
                 extra += [f"limit_train={args.limit}"] if args.limit < 54_000 else []
                 results[arm] = run_resnetlab(args.recipe, args.runs or out, extra)
             elif arm == "bare":
-                results[arm] = run_bare(epochs, args.limit, out)
+                results[arm] = run_bare(epochs, args.limit, out, args.device)
             else:
-                results[arm] = run_timm(args.timm_train.resolve(), args.timm_model, epochs, args.limit, out)
+                results[arm] = run_timm(
+                    args.timm_train.resolve(), args.timm_model, epochs, args.limit, out, args.device
+                )
     print(f"{'arm':<10}{'epochs':>7}{'test top-1':>12}{'wall s':>9}{'to target':>13}")
     for arm, r in results.items():
         reached = f"{r['wall_s']:.0f} s" if r["test_top1"] >= args.target else "not reached"
         print(f"{arm:<10}{r['epochs']:>7}{100 * r['test_top1']:>11.2f}%{r['wall_s']:>9.0f}{reached:>13}")
+    ratios = {}
     for peer, label in (("bare", "time_to_accuracy"), ("timm", "time_to_accuracy_timm")):
         if {"resnetlab", peer} <= results.keys():
-            ratio = results[peer]["wall_s"] / results["resnetlab"]["wall_s"]
+            ratio = ratios[peer] = results[peer]["wall_s"] / results["resnetlab"]["wall_s"]
             missed = [a for a in ("resnetlab", peer) if results[a]["test_top1"] < args.target]
             what = (
                 f"{' and '.join(missed)} missed the target: the wall times of one budget, not times to accuracy"
@@ -243,6 +264,15 @@ def main() -> None:
                 else f"speed: the {peer} arm's wall time over resnetlab's"
             )
             print(f"{label}: resnetlab/peer = {ratio:.2f}x ({what})")
+    if args.json:
+        figures = {
+            "where": where,
+            "precision": chosen.name,
+            "target": args.target,
+            "epochs": epochs,
+            "limit": args.limit,
+        }
+        args.json.write_text(json.dumps({**figures, "arms": results, "peer_wall_over_resnetlab": ratios}, indent=2))
     if not math.isfinite(sum(r["wall_s"] for r in results.values())):
         raise SystemExit(1)
 
