@@ -256,39 +256,87 @@ def test_high_bit_depth_and_unusual_modes_convert_without_saturating(tmp_path):
     assert upright[:3].mean() > 200 and upright[-3:].mean() < 60  # stored as is, the white half is on the left
 
 
+SOAK = [*SETTINGS, "epochs=3", "run.checkpoint_every=4", "data.cutout=8", "optim.ema=0.9"]
+
+
+def position(run: Path) -> str:
+    """Where a run's checkpoint stands, for a kill log: 'epoch E batch B (step S)', or 'no checkpoint'."""
+    if not (run / "last.pt").is_file():
+        return "no checkpoint"
+    state = torch.load(run / "last.pt", weights_only=True)
+    return f"epoch {state['epoch']} batch {state['batch_in_epoch']} (step {state['step']})"
+
+
 @pytest.mark.slow
 def test_soak_sigkill_at_random_moments_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
     """Kill -9 a run six times at random moments (in training, in a checkpoint write, during start-up of a
-    resumed run), resuming after each; the run ends with exactly the weights of one never stopped."""
+    resumed run), resuming after each; the run ends with exactly the weights of one never stopped. Each kill is
+    logged with the checkpoint before and after it, so that a failure names its moment. A kill before the first
+    checkpoint leaves nothing to resume: the run starts over, as the resume message says (see the pinned test
+    below; the soak failed once on that moment when it went on resuming a directory that held no checkpoint)."""
     import random
+    import shutil
 
-    settings = SETTINGS + ["epochs=3", "run.checkpoint_every=4", "data.cutout=8", "optim.ema=0.9"]
-    reference = fit(load_config(None, settings + [f"out={tmp_path / 'ref'}"]))
+    reference = fit(load_config(None, [*SOAK, f"out={tmp_path / 'ref'}"]))
     run, rng = tmp_path / "soak" / "victim", random.Random(13)
-    fresh = [sys.executable, "-m", "resnetlab", "train", *settings, f"out={tmp_path / 'soak'}", "name=victim"]
+    fresh = [sys.executable, "-m", "resnetlab", "train", *SOAK, f"out={tmp_path / 'soak'}", "name=victim"]
     resume = [sys.executable, "-m", "resnetlab", "train", f"resume={run}", "quiet=true"]
-    kills = 0
+    kills: list[str] = []
 
-    def command() -> list[str]:
-        return resume if (run / "last.pt").exists() else fresh
-
-    while kills < 6:
-        proc = subprocess.Popen(command(), stdout=subprocess.DEVNULL)
+    while len(kills) < 6:
+        resuming = (run / "last.pt").exists()
+        before, wait = position(run), rng.uniform(1.0, 6.0)  # start-up alone takes about 2 s: some kills land in it
+        proc = subprocess.Popen(resume if resuming else fresh, stdout=subprocess.DEVNULL)
         try:
-            proc.wait(timeout=rng.uniform(1.0, 6.0))  # start-up alone takes about 2 s: some kills land in it
+            proc.wait(timeout=wait)
             break  # it finished before this kill: the soak is over early
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            kills += 1
-    if (run / "summary.json").exists() is False:
-        assert (
-            subprocess.run(resume if (run / "last.pt").exists() else fresh, stdout=subprocess.DEVNULL).returncode == 0
-        )
-    assert kills >= 3, "the run was too quick to be killed often; lengthen it"
+        left = sorted(p.name for p in run.iterdir()) if run.is_dir() else []
+        kills.append(f"{'resume' if resuming else 'fresh'} killed at {wait:.2f} s: {before} -> {position(run)}; {left}")
+        if run.is_dir() and not (run / "last.pt").exists():
+            shutil.rmtree(run)  # stopped before its first checkpoint: nothing to keep, start over in its place
+    log = "\n".join(kills)
+    if not (run / "summary.json").exists():
+        assert subprocess.run(resume if (run / "last.pt").exists() else fresh).returncode == 0, log
+    assert len(kills) >= 3, f"the run was too quick to be killed often; lengthen it\n{log}"
     a, b = load_file(reference.run_dir / "last.safetensors"), load_file(run / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no debris from killed writes
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), log
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")], log  # no debris from killed writes
+    assert [p.name for p in run.parent.iterdir()] == ["victim"], log  # one run, continued in place
+
+
+def test_a_run_killed_before_its_first_checkpoint_says_to_start_over_in_one_sentence(tmp_path, capsys):
+    """The soak's failing moment, pinned: a run directory exists but no checkpoint does yet. resume= names the
+    directory and says to start over (not only 'no checkpoint'); the same command then makes a new run."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "resnetlab", "train", *SETTINGS, "epochs=1", f"out={runs}", "name=victim"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (runs / "victim").is_dir() and time.time() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (runs / "victim" / "last.pt").exists()  # the moment: the directory made, its first checkpoint not
+    assert main(["train", f"resume={runs / 'victim'}", "quiet=true"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no checkpoint (last.pt)" in err and "start it over with the command that started it" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["train", *SETTINGS, "epochs=1", f"out={runs}", "name=victim"]) == 0
+    assert (runs / "victim-2" / "summary.json").is_file()  # the killed run's directory is never written over
+
+
+def test_a_resumed_run_removes_what_killed_writes_left_and_nothing_else(tmp_path, monkeypatch):
+    """kill -9 during an atomic write leaves its temporary (.last.pt.XXXXXXXX.tmp); resuming clears those."""
+    settings = [*SETTINGS, "epochs=1", "run.checkpoint_every=10", f"out={tmp_path}"]
+    run = interrupted(monkeypatch, settings, after_steps=25)
+    orphans = [".last.pt.k3j2h1g0.tmp", ".best.safetensors.a1b2c3d4.tmp", ".config.yaml.zz99yy88.tmp"]
+    keep = ["notes.tmp", ".mine.k3j2h1g0.tmp"]  # not temporaries of the run's files: left alone
+    for name in orphans + keep:
+        (run / name).write_bytes(b"half a file")
+    fit(load_config(None, [f"resume={run}", "quiet=true"]))
+    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp")) == sorted(keep)
 
 
 # Each statement of the README's "What happens when things go wrong" and the test that proves it.

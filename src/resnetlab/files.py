@@ -85,6 +85,17 @@ def refuse_run_file(path: Path) -> None:
         )
 
 
+def remove_orphan_temporaries(run_dir: Path) -> list[str]:
+    """Remove the temporary files that writes of a run's files killed mid-way left (atomic_write names them
+    .NAME.XXXXXXXX.tmp beside NAME); returns their names. Only the run's own files' temporaries are touched."""
+    removed = []
+    for name in RUN_FILES:
+        for orphan in Path(run_dir).glob(f".{name}.*.tmp"):
+            orphan.unlink(missing_ok=True)
+            removed.append(orphan.name)
+    return removed
+
+
 @contextmanager
 def chosen_output(path: Path) -> Iterator[None]:
     """Around writing an output whose path the user chose (out=): one of a training run's own files is refused

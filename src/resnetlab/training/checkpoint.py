@@ -32,10 +32,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a last.pt; a clear UserError naming the file when it is missing, damaged or unsafe."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
+    folder = Path(path) if Path(path).is_dir() else None
+    path = folder / "last.pt" if folder else Path(path)
     if not path.is_file():
+        if folder:  # a run directory whose run stopped before its first checkpoint (or another folder)
+            raise UserError(
+                f"{folder} holds no checkpoint (last.pt): a run stopped before writing its first one has nothing "
+                f"to resume; start it over with the command that started it (it makes a new run directory)"
+            )
         raise UserError(f"no checkpoint at {path}; resume= takes a run directory that holds last.pt")
     state = load_plain(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ..data import BatchLoader, Dataset
 from ..data.splits import SETTLE, describe, sample
 from ..errors import UserError
-from ..files import atomic_write, read_weights, save_weights
+from ..files import atomic_write, read_weights, remove_orphan_temporaries, save_weights
 from ..models.pretrained import load_into, read_state_dict
 from ..models.summary import count_macs, count_params
 from .checkpoint import save_checkpoint
@@ -331,6 +331,8 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     meta = weights_meta(cfg, train_data, mean, std, splits.record)
     params = count_params(model)
     if is_main:
+        if state is not None:
+            remove_orphan_temporaries(run_dir)  # what writes killed mid-way (kill -9, a power cut) left behind
         atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(cfg.to_yaml()))
         _say(cfg, f"run {run_dir}  ({'resuming at epoch ' + str(start_epoch + 1) if state else 'new'})")
         sizes = ", ".join(
