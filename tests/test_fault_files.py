@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 import resnetlab
+from resnetlab import checkpoint as ckpt
 from resnetlab.cli import main
 from resnetlab.data import load_dataset
 from resnetlab.errors import UserError, WriteFailed
 from resnetlab.files import read_weights, save_weights
-from resnetlab.training import checkpoint as ckpt
 from resnetlab.training import load_config
 from resnetlab.training.loop import fit
 

@@ -399,6 +399,21 @@ README_CLAIMS = [
     ),
     ("damaged or truncated cache is detected", "test_fault_files.py", "test_a_damaged_cache_is_detected_and_rebuilt"),
     (
+        "No command writes over a run's own files",
+        "test_faults.py",
+        "test_no_command_writes_over_a_runs_own_files",
+    ),
+    (
+        "removes the temporary files that writes cut short left",
+        "test_faults.py",
+        "test_a_resumed_run_removes_what_killed_writes_left_and_nothing_else",
+    ),
+    (
+        "`resume=` says so and to start it over",
+        "test_faults.py",
+        "test_a_run_killed_before_its_first_checkpoint_says_to_start_over_in_one_sentence",
+    ),
+    (
         "an unwritable `out=`), said in one sentence with nothing written",
         "test_faults.py",
         "test_command_line_user_errors_exit_2_in_one_sentence_and_write_nothing",

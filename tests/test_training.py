@@ -18,11 +18,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import resnetlab
+from resnetlab import checkpoint as ckpt
 from resnetlab.cli import main
 from resnetlab.data.sources import synthetic
 from resnetlab.errors import ConfigError, UserError, WriteFailed
 from resnetlab.recipes import list_recipes
-from resnetlab.training import checkpoint as ckpt
 from resnetlab.training import load_config
 from resnetlab.training.config import ScheduleConfig
 from resnetlab.training.loop import TrainingDiverged, fit

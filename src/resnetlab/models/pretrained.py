@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint import Checkpoint, is_checkpoint
 from ..errors import UserError
 from ..files import load_plain, read_weights
 
@@ -59,8 +60,9 @@ def read_state_dict(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     if path.suffix == ".safetensors":
         return read_weights(path)
     obj = load_plain(path, "weights file")
-    if isinstance(obj, dict) and obj.get("format", "").startswith("resnetlab-checkpoint"):
-        return obj["model"], obj.get("weights_meta", {})
+    if is_checkpoint(obj):  # a run's last.pt: its model's weights, and its metadata
+        checkpoint = Checkpoint.from_dict(obj, path)
+        return checkpoint.model, checkpoint.weights_meta or {}
     while isinstance(obj, dict) and not _is_state_dict(obj):
         inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], dict)), None)
         if inner is None:

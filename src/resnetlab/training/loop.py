@@ -21,7 +21,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,13 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..checkpoint import Best, Checkpoint, EpochSums, RngState, RunState
 from ..data import BatchLoader, Dataset
 from ..data.splits import SETTLE, describe, sample
 from ..errors import UserError
 from ..files import atomic_write, read_weights, remove_orphan_temporaries, save_weights
 from ..models.pretrained import load_into, read_state_dict
 from ..models.summary import count_macs, count_params
-from .checkpoint import save_checkpoint
 from .config import TrainConfig, validate
 from .device import Precision, autocast, choose_precision, resolve_device, resolve_precision
 from .distributed import World, continue_after_restart, join, mark_run
@@ -167,12 +167,12 @@ def fit(cfg: TrainConfig) -> RunResult:
 
 def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> RunResult:
     validate(cfg)
-    state: dict[str, Any] | None = None
+    resumed: Checkpoint | None = None
     run_dir: Path | None = None
     changed: dict[str, list[Any]] = {}
     cfg, restarted_in = continue_after_restart(cfg)  # torchrun --max-restarts: the group restarted, find its run
     if cfg.output.resume:
-        cfg, state, run_dir, changed = resumed_config(cfg)
+        cfg, resumed, run_dir, changed = resumed_config(cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     world, device = join(cfg.run.backend, resolve_device(cfg.run.device))
@@ -184,7 +184,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     rank, world_size, is_main = world.rank, world.size, world.is_main
     if not is_main:
         log.setLevel(logging.ERROR)  # one voice: rank 0 reports, the others only fail
-    init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and state is None else ({}, {})
+    init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and resumed is None else ({}, {})
     cfg, chosen_shape = with_folder_shape(with_absolute_data_path(with_init_defaults(cfg, init_meta)))
     if chosen_shape and is_main:
         _say(cfg, chosen_shape)
@@ -193,8 +193,8 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     splits = world.main_first(lambda: load_run_data(cfg))  # rank 0 builds a folder's cache, the others reuse it
     train_data = splits.train
     assert train_data is not None
-    if state is not None:
-        check_same_split(state, splits.record, run_dir)
+    if resumed is not None:
+        check_same_split(resumed, splits.record, run_dir)
     if not cfg.data.mean:  # record the normalisation in the config, so that a resumed run uses the same
         cfg.data.mean, cfg.data.std = normalisation(train_data, foreign_init=bool(init_state) and not init_meta)
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
@@ -264,43 +264,35 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     multiplier = lr_multiplier(cfg.schedule, steps_per_epoch)
 
     # Where to start: fresh, or exactly where the checkpoint left off.
-    rows: list[dict[str, Any]] = []
-    start_epoch, start_batch, step = 0, 0, 0
-    best = {"top1": -1.0, "epoch": 0}
-    partial = {"loss": 0.0, "correct": 0.0, "seen": 0, "time": 0.0}
-    wall_before = 0.0
-    history: list[dict[str, Any]] = []
     # What "auto" became here: a resume on other hardware may resolve it differently (not bit-identical).
     resolved = {"device": device.type, "precision": precision.name, "channels_last": precision.channels_last}
     if world_size > 1:
         resolved["processes"] = world_size
     if graphs:
         resolved["cuda_graphs"] = True
-    if state is not None:
-        model.load_state_dict(state["model"])
-        load_optimizer_state(optimizer, state["optimizer"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["step"]
-        rows, best, partial, wall_before = state["rows"], state["best"], state["partial"], state["wall_s"]
-        history = list(state.get("history", []))
-        restore_rng(state["rng"], world, device)
-        if rank != 0:  # the running sums of the interrupted epoch are global: rank 0 carries them on
-            partial = {"loss": 0.0, "correct": 0.0, "seen": 0, "time": partial["time"]}
-        if start_epoch >= epochs and (run_dir / "summary.json").is_file():
-            raise UserError(
-                f"{run_dir} already finished its {epochs} epochs; to train on, start a new run with init={run_dir}"
-            )
-        if state.get("resolved") not in (None, resolved):
-            changed["resolved"] = [state["resolved"], resolved]
-        if changed:
-            history.append({"resumed_at_step": step, "changed": changed})
-    else:
+    if resumed is None:
+        run = RunState(resolved=resolved)
         run_dir = (restarted_in or new_run_dir(cfg)) if is_main else None
         if is_main:
             mark_run(run_dir)
+    else:
+        run = resumed.state.for_rank(rank)
+        model.load_state_dict(resumed.model)
+        load_optimizer_state(optimizer, resumed.optimizer)
+        if ema is not None and resumed.ema is not None:
+            ema.load_state_dict(resumed.ema)
+        if resumed.scaler:
+            scaler.load_state_dict(resumed.scaler)
+        resumed.rng.restore(world, device)
+        if run.epoch >= epochs and (run_dir / "summary.json").is_file():
+            raise UserError(
+                f"{run_dir} already finished its {epochs} epochs; to train on, start a new run with init={run_dir}"
+            )
+        if run.resolved not in ({}, resolved):
+            changed["resolved"] = [run.resolved, resolved]
+        run.resolved = resolved
+        if changed:
+            run.history.append({"resumed_at_step": run.step, "changed": changed})
     run_dir = world.broadcast(run_dir)
     assert run_dir is not None
 
@@ -312,7 +304,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     if cfg.run.compile:
         train_model = _compiled(train_model)
     tally = StepTally(device)  # loss and accuracy summed on the device, read every log_every steps
-    tally.start_at(step)
+    tally.start_at(run.step)
     train_step = TrainStep(
         model,
         train_model,
@@ -331,10 +323,10 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     meta = weights_meta(cfg, train_data, mean, std, splits.record)
     params = count_params(model)
     if is_main:
-        if state is not None:
+        if resumed is not None:
             remove_orphan_temporaries(run_dir)  # what writes killed mid-way (kill -9, a power cut) left behind
         atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(cfg.to_yaml()))
-        _say(cfg, f"run {run_dir}  ({'resuming at epoch ' + str(start_epoch + 1) if state else 'new'})")
+        _say(cfg, f"run {run_dir}  ({'resuming at epoch ' + str(run.epoch + 1) if resumed else 'new'})")
         sizes = ", ".join(
             f"{len(d):,} {n}" for n, d in (("train", train_data), ("val", splits.val), ("test", splits.test)) if d
         )
@@ -355,7 +347,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         if init_line:
             _say(cfg, init_line, force=True)
     writer = _tensorboard(run_dir, cfg) if is_main else None
-    wall_start = time.perf_counter() - wall_before
+    wall_start = time.perf_counter() - run.wall_s
     eval_model = ema.module if ema is not None else model
 
     saved_at = [time.perf_counter()]  # when the last checkpoint was written, for checkpoint_minutes
@@ -363,42 +355,29 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     def checkpoint(epoch: int, batch_in_epoch: int) -> None:
         """Everything needed to continue exactly: written atomically, plain types only, finite weights only."""
         saved_at[0] = time.perf_counter()
-        rng_states = world.gather(torch.get_rng_state())  # every rank's, for exact resume (raises if a peer died)
-        sums = global_sums(partial, world)
+        run.epoch, run.batch_in_epoch, run.wall_s = epoch, batch_in_epoch, time.perf_counter() - wall_start
+        rng = RngState.capture(world, device)  # every rank's, for exact resume (raises if a peer died)
+        sums = global_sums(run.partial, world)
         if not is_main:
             return
-        refuse_non_finite(model, f"epoch {epoch + (batch_in_epoch > 0)}, step {step}", run_dir)
-        save_checkpoint(
-            run_dir / "last.pt",
-            {
-                "config": cfg.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": train_step.optimizer_state(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "scaler": scaler.state_dict(),
-                "resolved": resolved,
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
-                "step": step,
-                "rows": rows,
-                "best": best,
-                "partial": sums,
-                "history": history,
-                "wall_s": time.perf_counter() - wall_start,
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                    "ranks": rng_states if world_size > 1 else None,
-                },
-                "weights_meta": meta,
-            },
-        )
+        refuse_non_finite(model, f"epoch {epoch + (batch_in_epoch > 0)}, step {run.step}", run_dir)
+        Checkpoint(
+            config=cfg.to_dict(),
+            weights_meta=meta,
+            model=model.state_dict(),
+            optimizer=train_step.optimizer_state(),
+            ema=ema.state_dict() if ema is not None else None,
+            scaler=scaler.state_dict(),
+            state=replace(run, partial=sums),
+            rng=rng,
+        ).save(run_dir / "last.pt")
 
+    start_epoch, start_batch = run.epoch, run.batch_in_epoch
     for epoch in range(start_epoch, epochs):
         model.train()
         apply_freeze(model, still_frozen(frozen, epoch, cfg.finetune.unfreeze_every), cfg.finetune.freeze_bn)
         if epoch != start_epoch or start_batch == 0:
-            partial = {"loss": 0.0, "correct": 0.0, "seen": 0, "time": 0.0}
+            run.partial = EpochSums()
         bar = tqdm(
             total=steps_per_epoch,
             initial=start_batch if epoch == start_epoch else 0,
@@ -410,32 +389,33 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
         tick = time.perf_counter()
         first = start_batch if epoch == start_epoch else 0
         for b, (x, y) in enumerate(train_loader.epoch(epoch, first), start=first):
-            if step >= total:
+            if run.step >= total:
                 break
-            train_step.set_lr(base_lrs, multiplier(step))
+            train_step.set_lr(base_lrs, multiplier(run.step))
             train_step(x, y)  # forward, backward, update, EMA, running figures (step.py); eager or a CUDA graph
-            step += 1
+            run.step += 1
             bar.update(1)
             # The host reads the device only here: at the progress bar's refresh, before a checkpoint, at the
             # epoch's end. Every process reaches the same read points (a step count), except that a single
             # process also stops at once for a signal or the checkpoint clock, which are host-side facts.
-            due = bool(cfg.run.checkpoint_every) and step % cfg.run.checkpoint_every == 0
+            due = bool(cfg.run.checkpoint_every) and run.step % cfg.run.checkpoint_every == 0
             late = (
                 bool(cfg.run.checkpoint_minutes)
                 and time.perf_counter() - saved_at[0] >= 60 * cfg.run.checkpoint_minutes
             )
-            ends = b == steps_per_epoch - 1 or step >= total
+            ends = b == steps_per_epoch - 1 or run.step >= total
             alone_now = world_size == 1 and (late or stop.requested)
             if not (due or ends or alone_now or tally.pending >= cfg.run.log_every):
                 continue
             figures = tally.read()
-            partial["loss"] += figures.loss
-            partial["correct"] += figures.correct
-            partial["seen"] += figures.seen
-            rate = partial["seen"] / max(partial["time"] + time.perf_counter() - tick, 1e-9)
+            partial = run.partial
+            partial.loss += figures.loss
+            partial.correct += figures.correct
+            partial.seen += figures.seen
+            rate = partial.seen / max(partial.time + time.perf_counter() - tick, 1e-9)
             bar.set_postfix(
-                loss=f"{partial['loss'] / max(partial['seen'], 1):.4f}",
-                acc=f"{100 * partial['correct'] / max(partial['seen'], 1):.2f}%",
+                loss=f"{partial.loss / max(partial.seen, 1):.4f}",
+                acc=f"{100 * partial.correct / max(partial.seen, 1):.2f}%",
                 img_s=f"{rate:.0f}",
             )
             # One decision for every process: any rank's signal, clock or non-finite loss counts for all.
@@ -445,23 +425,23 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
                 raise diverged(figures, epoch, base_lrs[0] * multiplier(max(figures.bad_step, 0)), run_dir)
             stop.requested = int(signum) or None
             if ((due or late) and b + 1 < steps_per_epoch) or stop.requested:
-                partial["time"] += time.perf_counter() - tick
+                partial.time += time.perf_counter() - tick
                 tick = time.perf_counter()
                 checkpoint(epoch, b + 1)
                 if stop.requested:
                     bar.close()
-                    raise RunStopped(stop.requested, run_dir, f"epoch {epoch + 1}, step {step}")
+                    raise RunStopped(stop.requested, run_dir, f"epoch {epoch + 1}, step {run.step}")
         bar.close()
-        partial["time"] += time.perf_counter() - tick
+        run.partial.time += time.perf_counter() - tick
         start_batch = 0
 
-        sums = global_sums(partial, world)
+        sums = global_sums(run.partial, world)
         row = {
             "epoch": epoch + 1,
-            "step": step,
+            "step": run.step,
             "lr": train_step.lr(),
-            "train_loss": sums["loss"] / max(sums["seen"], 1),
-            "train_acc": sums["correct"] / max(sums["seen"], 1),
+            "train_loss": sums.loss / max(sums.seen, 1),
+            "train_acc": sums.correct / max(sums.seen, 1),
         }
         refuse_non_finite(eval_model, f"the end of epoch {epoch + 1}", run_dir)
         young = young_norms(model, any_age=ema is not None)  # averages still near their start (norm_stats.py)
@@ -478,15 +458,15 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
                     "warm-up or set optim.grad_clip"
                 )
         row.update(
-            images_per_s=sums["seen"] / max(partial["time"], 1e-9),
-            epoch_s=partial["time"],
+            images_per_s=sums.seen / max(run.partial.time, 1e-9),
+            epoch_s=run.partial.time,
             wall_s=time.perf_counter() - wall_start,
         )
-        rows.append(row)
+        run.rows.append(row)
         # Selection is on validation only; with nothing held out, the latest epoch is "best" (best = last).
-        improved = watch_split != "val" or row["val_top1"] > best["top1"]
+        improved = watch_split != "val" or row["val_top1"] > run.best.top1
         if improved:
-            best = {"top1": row["val_top1"] if watch_split == "val" else -1.0, "epoch": epoch + 1}
+            run.best = Best(row["val_top1"] if watch_split == "val" else -1.0, epoch + 1)
         if is_main:
             _say(cfg, epoch_line(row, epochs, watch_split), force=True)
             weights = eval_model.state_dict()
@@ -495,7 +475,7 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
                 selected_on = "val" if watch_split == "val" else "none: nothing held out, the last epoch"
                 save_weights(run_dir / "best.safetensors", weights, {**tagged, "selected_on": selected_on})
             save_weights(run_dir / "last.safetensors", weights, tagged)
-            write_metrics(run_dir / "metrics.csv", rows)
+            write_metrics(run_dir / "metrics.csv", run.rows)
             if writer is not None:
                 for key in row:
                     if key not in ("epoch", "step"):
@@ -507,12 +487,13 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
             raise RunStopped(stop.requested, run_dir, f"the end of epoch {epoch + 1}")
 
     ctx = Finished(
-        cfg, run_dir, model, eval_model, splits, device, precision, mean, std, params, writer, history, world
+        cfg, run_dir, model, eval_model, splits, device, precision, mean, std, params, writer, run.history, world
     )
-    scores = final_scores(ctx, best["epoch"] or (rows[-1]["epoch"] if rows else 0), rows)  # every rank scores a share
+    rows = run.rows
+    scores = final_scores(ctx, run.best.epoch or (rows[-1]["epoch"] if rows else 0), rows)  # every rank scores a share
     if not is_main:
         return RunResult(run_dir, {}, rows)  # rank 0 writes the summary
-    return _finish(ctx, rows, best, scores, time.perf_counter() - wall_start)
+    return _finish(ctx, rows, run.best, scores, time.perf_counter() - wall_start)
 
 
 def _leave(world: World, kind: type[BaseException] | None, tb: TracebackType | None) -> None:
@@ -537,22 +518,14 @@ def diverged(figures: Read, epoch: int, lr: float, run_dir: Path | None) -> Exce
     )
 
 
-def global_sums(partial: dict[str, Any], world: World) -> dict[str, Any]:
+def global_sums(partial: EpochSums, world: World) -> EpochSums:
     """The epoch's running loss, correct count and images seen, summed over the processes."""
     if world.size == 1:
-        return dict(partial)
+        return replace(partial)
     loss, correct, seen = world.sum(
-        torch.tensor([partial["loss"], partial["correct"], partial["seen"]], dtype=torch.float64, device=world.device)
+        torch.tensor([partial.loss, partial.correct, partial.seen], dtype=torch.float64, device=world.device)
     ).tolist()
-    return {"loss": loss, "correct": correct, "seen": int(seen), "time": partial["time"]}
-
-
-def restore_rng(saved: dict[str, Any], world: World, device: torch.device) -> None:
-    """Each process's own random state where the checkpoint has one per process, else rank 0's for all."""
-    ranks = saved.get("ranks")
-    torch.set_rng_state(ranks[world.rank] if ranks and len(ranks) == world.size else saved["torch"])
-    if device.type == "cuda" and saved.get("cuda") is not None and world.size == 1:
-        torch.cuda.set_rng_state_all(saved["cuda"])
+    return EpochSums(loss, correct, int(seen), partial.time)
 
 
 def refuse_non_finite(model: nn.Module, where: str, run_dir: Path | None) -> None:
@@ -632,13 +605,13 @@ def final_scores(ctx: Finished, selected_epoch: int, rows: list[dict[str, Any]])
 
 
 def _finish(
-    ctx: Finished, rows: list[dict[str, Any]], best: dict[str, Any], scores: dict[str, dict[str, Any]], wall: float
+    ctx: Finished, rows: list[dict[str, Any]], best: Best, scores: dict[str, dict[str, Any]], wall: float
 ) -> RunResult:
     """Plots and summary.json from the final scores (rank 0 only)."""
     cfg, splits = ctx.cfg, ctx.splits
     train_data: Dataset = splits.train
     last_epoch = rows[-1]["epoch"] if rows else 0
-    selected_epoch = best["epoch"] or last_epoch
+    selected_epoch = best.epoch or last_epoch
     final_split = final_split_of(splits)
     title = f"{cfg.model.name} on {train_data.info.name}"
     smoothing = cfg.optim.label_smoothing
@@ -669,7 +642,7 @@ def _finish(
         "split": splits.record,
         "selected_on": "val" if splits.val is not None else None,
         "best_epoch": selected_epoch,
-        "best_val_top1": best["top1"] if splits.val is not None else None,
+        "best_val_top1": best.top1 if splits.val is not None else None,
         "result_split": final_split,  # the split of the figures below: "test", or "val" where there is no test
         "result_weights": how,
     }

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import Checkpoint
 from ..data.sources import same_data
 from ..errors import ConfigError, UserError
-from .checkpoint import load_checkpoint
 from .config import TrainConfig, from_dict, get, given_keys, setting_kind, validate
 
 
@@ -30,9 +30,9 @@ def _show(value: Any) -> str:
 SPLIT_KEYS = ("method", "algorithm", "val_fraction", "seed", "limit_train", "limit_val", "train_digest", "val_digest")
 
 
-def check_same_split(state: dict[str, Any], record: dict[str, Any], run_dir: Path) -> None:
+def check_same_split(checkpoint: Checkpoint, record: dict[str, Any], run_dir: Path) -> None:
     """A resumed run must train and select on the images it started with."""
-    old = (state.get("weights_meta") or {}).get("split")
+    old = (checkpoint.weights_meta or {}).get("split")
     if old is None:
         raise UserError(
             f"{run_dir} was started before resnetlab recorded its data split (its validation images, if any, were "
@@ -47,13 +47,13 @@ def check_same_split(state: dict[str, Any], record: dict[str, Any], run_dir: Pat
         )
 
 
-def resumed_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path, dict[str, list[Any]]]:
+def resumed_config(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint, Path, dict[str, list[Any]]]:
     """(the run's saved config with this session's permitted settings, its checkpoint, its directory,
     {key: [run's value, new value]} of the arithmetic settings that changed)."""
     path = Path(cfg.output.resume).expanduser()
-    state = load_checkpoint(path)
+    checkpoint = Checkpoint.load(path)
     run_dir = path if path.is_dir() else path.parent
-    saved = from_dict(state["config"])
+    saved = from_dict(checkpoint.config)
     conflicts, arithmetic = [], {}
     for key in given_keys(cfg):
         mine, theirs = get(cfg, key), get(saved, key)
@@ -78,4 +78,4 @@ def resumed_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path,
     saved.output.resume = ""  # validated without it: a fine-tuning run's saved init= is its record, not a conflict
     validate(saved)
     saved.output.resume = str(run_dir)
-    return saved, state, run_dir, arithmetic
+    return saved, checkpoint, run_dir, arithmetic
