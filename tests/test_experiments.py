@@ -37,9 +37,9 @@ def test_degradation_writes_every_file_and_resumes_without_retraining(tmp_path, 
 
 
 def test_an_interrupted_member_is_resumed(tmp_path, monkeypatch):
-    import resnetlab.training.loop as loop
+    import resnetlab.training.epochs as epochs  # end_epoch evaluates validation here
 
-    real_evaluate, calls = loop.evaluate, {"n": 0}
+    real_evaluate, calls = epochs.evaluate, {"n": 0}
 
     def killed_in_epoch_two(*args, **kwargs):
         calls["n"] += 1
@@ -47,10 +47,10 @@ def test_an_interrupted_member_is_resumed(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the experiment is stopped after the first epoch's checkpoint
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate", killed_in_epoch_two)
+    monkeypatch.setattr(epochs, "evaluate", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         experiments.compare(["resnet8"], overrides=TINY, out=str(tmp_path), name="cmp")
-    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    monkeypatch.setattr(epochs, "evaluate", real_evaluate)
     member = tmp_path / "cmp" / "resnet8"
     assert (member / "last.pt").is_file() and not (member / "summary.json").exists()
     resumed = []

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from resnetlab.cli import main
 from resnetlab.errors import ConfigError, UserError
+from resnetlab.training import epochs as epochs_module
 from resnetlab.training import load_config
-from resnetlab.training import loop as loop_module
 from resnetlab.training.loop import TrainingDiverged, fit
 from test_resume import interrupted
 
@@ -70,7 +70,7 @@ def test_a_long_epoch_is_checkpointed_by_wall_time(tmp_path, monkeypatch):
 
 
 def test_a_non_finite_validation_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = loop_module.evaluate
+    real = epochs_module.evaluate  # end_epoch's validation
     calls = []
 
     def nan_on_second_call(*args, **kwargs):
@@ -78,7 +78,7 @@ def test_a_non_finite_validation_loss_stops_the_run_and_keeps_the_last_good_chec
         result = real(*args, **kwargs)
         return {**result, "loss": math.nan} if len(calls) == 2 else result
 
-    monkeypatch.setattr(loop_module, "evaluate", nan_on_second_call)
+    monkeypatch.setattr(epochs_module, "evaluate", nan_on_second_call)
     with pytest.raises(TrainingDiverged, match="val loss became nan after epoch 2"):
         fit(load_config(None, SETTINGS + [f"out={tmp_path}", "limit_train=128"]))
     (run,) = tmp_path.iterdir()

@@ -199,9 +199,9 @@ def test_corrupt_and_unsafe_checkpoints_are_clear_errors(tmp_path):
 
 
 def test_non_finite_loss_stops_with_epoch_step_and_lr_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    import resnetlab.training.loop as loop
+    import torch.nn.functional as F
 
-    real, calls = loop.F.cross_entropy, {"n": 0}
+    real, calls = F.cross_entropy, {"n": 0}
 
     def poisoned(*args, **kwargs):
         loss = real(*args, **kwargs)
@@ -210,7 +210,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_lr_and_keeps_the_checkpoint(t
         calls["n"] += 1
         return loss * float("nan") if calls["n"] == 12 else loss
 
-    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(F, "cross_entropy", poisoned)
     cfg = tiny(tmp_path, "name=nan")  # 8 steps an epoch: the host reads the loss at step 8 and 16 only
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 12 \(lr"):
         fit(cfg)
@@ -339,11 +339,11 @@ def test_api_train_with_keyword_overrides(tmp_path):
 def test_tensorboard_asked_for_but_not_installed_is_said_once_with_how_to_install(tmp_path, monkeypatch, caplog):
     import importlib.util
 
-    import resnetlab.training.loop as loop
+    import resnetlab.training.report as report
 
     if importlib.util.find_spec("tensorboard") is not None:
         pytest.skip("tensorboard is installed here")
-    monkeypatch.setattr(loop, "_said_no_tensorboard", [])
+    monkeypatch.setattr(report, "_said_no_tensorboard", [])
     with caplog.at_level("INFO", logger="resnetlab"):
         for name in ("a", "b"):
             fit(tiny(tmp_path, f"name={name}", "epochs=1", "limit_train=64", "output.tensorboard=true"))

@@ -18,6 +18,10 @@ class ConfigError(UserError):
     """A configuration value that cannot work; the message names it and what would."""
 
 
+class TrainingDiverged(UserError):
+    """The loss stopped being a finite number; the last good checkpoint is left as it was."""
+
+
 def closest(name: str, choices: list[str] | tuple[str, ...], n: int = 3) -> list[str]:
     """The few choices that look most like `name` (for 'did you mean' hints)."""
     return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

@@ -24,11 +24,11 @@ from .data.folders import IMAGE_EXTENSIONS, read_image
 from .data.sources import same_data
 from .data.splits import sample
 from .errors import UserError
+from .evaluation import evaluate as evaluate_loader
 from .models import create_model
 from .models.pretrained import load_into, read_state_dict, resolve_weights_path
 from .runtimes import ExportedModel, Logits, is_export, open_export
-from .training.loop import evaluate as evaluate_loader
-from .training.loop import resolve_device, resolve_precision
+from .training.device import resolve_device, resolve_precision
 
 
 def load(source: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -1,16 +1,25 @@
-"""What a run leaves for people: metrics.csv (one row per epoch), curves.png, confusion_matrix.png, summary.json."""
+"""What a run leaves for people: the lines it prints, metrics.csv (one row per epoch), curves.png,
+confusion_matrix.png, summary.json, and TensorBoard events where TensorBoard is installed."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..files import atomic_write
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+log = logging.getLogger("resnetlab")
 
 EVAL_SPLITS = ("val", "test")  # per-epoch figures are on validation, or (val_fraction=0) on test, for display only
 METRIC_COLUMNS = [
@@ -134,3 +143,41 @@ def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: st
     ax.set(xlabel="predicted", ylabel="true", title=title)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+
+
+def say(cfg: TrainConfig, message: str, force: bool = False) -> None:
+    """A line for the person watching (beside the progress bar); `quiet` keeps only the forced ones."""
+    if force or not cfg.run.quiet:
+        tqdm.write(message)
+    sys.stdout.flush()
+
+
+def epoch_line(row: dict[str, Any], epochs: int, split: str | None) -> str:
+    line = f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+    if split:
+        label = "val" if split == "val" else "test (display only)"
+        line += (
+            f"  {label} loss {row[f'{split}_loss']:.4f} top1 {100 * row[f'{split}_top1']:.2f}% "
+            f"top5 {100 * row[f'{split}_top5']:.2f}%"
+        )
+    return line + f"  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s  {row['epoch_s']:.0f}s"
+
+
+_said_no_tensorboard: list[bool] = []
+
+
+def tensorboard_writer(run_dir: Path, cfg: TrainConfig) -> Any:
+    """A TensorBoard SummaryWriter in the run directory, or None (asked not to, or not installed: said once)."""
+    if not cfg.output.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: say so once per process, with how to get it
+        if not _said_no_tensorboard:
+            _said_no_tensorboard.append(True)
+            log.info(
+                "TensorBoard is not installed, so this run writes metrics.csv and curves.png but no TensorBoard "
+                "events; `pip install tensorboard` adds them (output.tensorboard=false silences this)"
+            )
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -1,0 +1,77 @@
+"""A run's first phase: the settings it runs with, its process group and device, its arithmetic, and what it
+starts from (a checkpoint to resume, or weights to initialise from)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from ..checkpoint import Checkpoint
+from ..errors import RunStopped, TrainingDiverged, UserError
+from ..models.pretrained import read_state_dict
+from .config import TrainConfig, validate
+from .device import Precision, choose_precision, resolve_device
+from .distributed import World, continue_after_restart, join
+from .report import say
+from .resume import resumed_config
+from .setup import with_absolute_data_path, with_folder_shape, with_init_defaults
+
+log = logging.getLogger("resnetlab")
+
+
+@dataclass
+class Session:
+    cfg: TrainConfig  # resolved: a resumed run's own settings, the data's shape, the init weights' defaults
+    world: World
+    device: torch.device
+    precision: Precision
+    resumed: Checkpoint | None = None  # the checkpoint to continue from
+    run_dir: Path | None = None  # the resumed run's directory, or (after a torchrun restart) the one to start in
+    restarted: bool = False  # run_dir is a restarted group's directory without a checkpoint: start in it
+    changed: dict[str, list[Any]] = field(default_factory=dict)  # arithmetic settings a resume changed
+    init_state: dict[str, torch.Tensor] = field(default_factory=dict)  # init= weights
+    init_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def open_session(cfg: TrainConfig, leaving: contextlib.ExitStack) -> Session:
+    """Validate, find what to resume, join the process group (left again by `leaving`), choose the device and
+    arithmetic, seed, and read init weights. Nothing is written yet."""
+    validate(cfg)
+    resumed, run_dir, changed = None, None, {}
+    cfg, restarted_in = continue_after_restart(cfg)  # torchrun --max-restarts: the group restarted, find its run
+    if cfg.output.resume:
+        cfg, resumed, run_dir, changed = resumed_config(cfg)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    world, device = join(cfg.run.backend, resolve_device(cfg.run.device))
+    leaving.push(lambda kind, _, tb: leave(world, kind, tb))
+    if cfg.run.sync_bn and device.type != "cuda":
+        raise UserError("run.sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
+    precision = choose_precision(cfg.run.precision, cfg.run.channels_last, device)
+    torch.manual_seed(cfg.run.seed)
+    if not world.is_main:
+        log.setLevel(logging.ERROR)  # one voice: rank 0 reports, the others only fail
+    init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and resumed is None else ({}, {})
+    cfg, chosen_shape = with_folder_shape(with_absolute_data_path(with_init_defaults(cfg, init_meta)))
+    if chosen_shape and world.is_main:
+        say(cfg, chosen_shape)
+    if restarted_in is not None:
+        run_dir = restarted_in
+    restarted = restarted_in is not None
+    return Session(cfg, world, device, precision, resumed, run_dir, restarted, changed, init_state, init_meta)
+
+
+def leave(world: World, kind: type[BaseException] | None, tb: TracebackType | None) -> None:
+    """Leave the process group: together after a finished run or a stop every rank agreed on (a signal, a loss
+    that is not finite); at once after an error, as a peer may be gone."""
+    agreed = kind is None or issubclass(kind, RunStopped | TrainingDiverged)
+    if tb is not None and agreed:
+        traceback.clear_frames(tb)  # the frames hold the model, and DistributedDataParallel holds the group
+    world.leave(together=agreed)
