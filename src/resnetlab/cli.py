@@ -7,9 +7,9 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import RunStopped, UserError, WriteFailed
 from .training.config import keys_help
@@ -486,132 +486,196 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"resnetlab: error: {message}; `{self.prog} --help` lists what works\n")
 
 
+Argument = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def arg(*names: str, **options: Any) -> Argument:
+    return names, options
+
+
+RUN_OR_WEIGHTS = "a run directory or a .safetensors file"
+ANY_WEIGHTS = "a run directory, a .safetensors file, or an export (.onnx incl. int8, .pt2, .torchscript.pt)"
+TRAIN_DESCRIPTION = (
+    "Settings are key=value: a dotted key reaches any field (optim.momentum=0.95), and a field name alone works "
+    "where only one section has it (threads=2). A first argument without '=' is a recipe: a shipped one by name "
+    "(`resnetlab recipes` lists them) or any YAML file."
+)
+TRAIN_ARGUMENTS = [
+    arg("settings", nargs="*", help="[RECIPE] key=value ..."),
+    arg("--print-config", action="store_true", help="print the resolved settings and exit"),
+]
+
+# The commands as data: name -> (help, handler, arguments). `resnetlab data` has commands of its own.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argument]]] = {
+    "models": (
+        "list the registered networks with parameters and published results",
+        cmd_models,
+        [arg("pattern", nargs="?", default=None, help="a glob such as 'resnet*' or a word such as 'preact'")],
+    ),
+    "summary": (
+        "per-layer table, parameters and FLOPs of one network",
+        cmd_summary,
+        [
+            arg("name", help="a registered model name (see `resnetlab models`)"),
+            arg("--input-size", default=None, help="C,H,W (default: the size the network was published at)"),
+            arg("--depth", type=int, default=2, help="module nesting to show (2: one row per block)"),
+        ],
+    ),
+    "train": ("train a model (the main job)", cmd_train, TRAIN_ARGUMENTS),
+    "finetune": ("train from pretrained weights: init=WEIGHTS data=FOLDER ...", cmd_train, TRAIN_ARGUMENTS),
+    "recipes": (
+        "the shipped training recipes, each with its command and result",
+        cmd_recipes,
+        [arg("name", nargs="?", help="print this recipe's YAML")],
+    ),
+    "eval": (
+        "top-1, top-5, per-class accuracy and confusion matrix of a trained model",
+        cmd_eval,
+        [
+            arg("weights", help=ANY_WEIGHTS),
+            arg(
+                "settings",
+                nargs="*",
+                help="split=test|val|train (val and train: the run's own split, rebuilt from its record) "
+                "data=NAME|PATH batch_size=256 device=auto limit=N out=cm.png tta=none|flip",
+            ),
+            arg("--json", action="store_true", help="print JSON"),
+        ],
+    ),
+    "predict": (
+        "top-k classes of images: files, folders, patterns; CSV or JSON",
+        cmd_predict,
+        [
+            arg("weights", help=ANY_WEIGHTS),
+            arg(
+                "images",
+                nargs="+",
+                help="image files, folders (every image below) and quoted patterns ('shots/**/*.png'); "
+                "out=predictions.csv or out=predictions.json writes them to a file",
+            ),
+            arg("--topk", type=int, default=5),
+            arg("--batch-size", type=int, default=64, help="images prepared and run at a time"),
+            arg("--json", action="store_true", help="print JSON"),
+        ],
+    ),
+    "embed": (
+        "pooled features of images, for retrieval, clustering or another classifier",
+        cmd_embed,
+        [
+            arg("weights", help=RUN_OR_WEIGHTS),
+            arg(
+                "inputs",
+                nargs="+",
+                help="image files, folders and quoted patterns; out=features.npy (names in features.txt), out=x.csv "
+                "or out=x.json names the output",
+            ),
+            arg("--batch-size", type=int, default=256),
+        ],
+    ),
+    "export": (
+        "ONNX, torch.export, TorchScript or safetensors, checked against PyTorch",
+        cmd_export,
+        [
+            arg("weights", help=RUN_OR_WEIGHTS),
+            arg(
+                "settings",
+                nargs="*",
+                help="format=onnx|pt2|torchscript|safetensors out=PATH batch=dynamic|N (N: a fixed shape) opset=17",
+            ),
+        ],
+    ),
+    "quantize": (
+        "int8 ONNX calibrated on the run's training images, compared with fp32",
+        cmd_quantize,
+        [
+            arg("weights", help=RUN_OR_WEIGHTS),
+            arg(
+                "settings",
+                nargs="*",
+                help="images=512 (calibration images, from the run's training part) out=PATH (default: "
+                "model.int8.onnx beside the weights) check=1000 (held-out images to compare int8 with fp32 on) "
+                "seed=0 data=NAME|PATH",
+            ),
+        ],
+    ),
+    "experiment": (
+        "degradation, gradient flow, or a comparison: figures, table, report",
+        cmd_experiment,
+        [
+            arg("kind", choices=("degradation", "gradflow", "compare")),
+            arg(
+                "settings",
+                nargs="*",
+                help="depths=20,56 (or 18,34) shortcut=A|B | models=a,b  preset=quick|full  seeds=N (each arm N "
+                "times: mean ± std, 95%% CI)  steps=N  name=  out=  and any training key=value (data=, epochs=, ...)",
+            ),
+        ],
+    ),
+    "compare": (
+        "the comparison figure and table from finished runs",
+        cmd_compare,
+        [arg("runs", nargs="+", help="run directories; out=DIR names the output folder")],
+    ),
+}
+DATA_COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argument]]] = {
+    "info": (
+        "counts per class, image shape, mean/std, where the files were found",
+        cmd_data_info,
+        [
+            arg("dataset", help="a name (mnist, fashion-mnist, kmnist, cifar10, cifar100, synthetic) or a path"),
+            arg("--split", default="train", choices=("train", "val", "test")),
+            arg("--image-size", type=int, default=224, help="image folders: side of the square images"),
+            arg("--channels", type=int, default=3, help="image folders: 1 (grayscale) or 3 (RGB)"),
+            arg(
+                "--centre-crop",
+                type=float,
+                default=0.875,
+                help="image folders: cached at size / this (0.875: 256 for 224)",
+            ),
+            arg(
+                "--val-fraction",
+                type=float,
+                default=0.1,
+                help="where the data has no val split: hold out this part of train",
+            ),
+            arg("--split-seed", type=int, default=0, help="chooses the held-out images (as data.split_seed)"),
+        ],
+    ),
+    "fetch": ("put a named dataset into the data directory ($RESNETLAB_DATA)", cmd_data_fetch, [arg("dataset")]),
+    "cache": (
+        "list image-folder caches with their size and source folder, or remove them",
+        cmd_data_cache,
+        [
+            arg("folder", nargs="?", help="only the caches built from this image folder"),
+            arg("--clear", action="store_true", help="remove them (all of them, or the folder's)"),
+        ],
+    ),
+}
+
+
+def add_commands(
+    sub: Any, commands: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argument]]]
+) -> None:
+    for name, (text, handler, arguments) in commands.items():
+        extra: dict[str, Any] = {}
+        if handler is cmd_train:  # train and finetune: every key, with its default and meaning
+            extra = dict(
+                description=TRAIN_DESCRIPTION,
+                epilog="keys (default, meaning):\n" + keys_help(),
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+        p = sub.add_parser(name, help=text, **extra)
+        for names, options in arguments:
+            p.add_argument(*names, **options)
+        p.set_defaults(func=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="resnetlab", description="Residual networks: define, train, explain, export.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-
-    p = sub.add_parser("models", help="list the registered networks with parameters and published results")
-    p.add_argument("pattern", nargs="?", default=None, help="a glob such as 'resnet*' or a word such as 'preact'")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("summary", help="per-layer table, parameters and FLOPs of one network")
-    p.add_argument("name", help="a registered model name (see `resnetlab models`)")
-    p.add_argument("--input-size", default=None, help="C,H,W (default: the size the network was published at)")
-    p.add_argument("--depth", type=int, default=2, help="module nesting to show (2: one row per block)")
-    p.set_defaults(func=cmd_summary)
-
-    for name, text in (
-        ("train", "train a model (the main job)"),
-        ("finetune", "train from pretrained weights: init=WEIGHTS data=FOLDER ..."),
-    ):
-        p = sub.add_parser(
-            name,
-            help=text,
-            description="Settings are key=value: a dotted key reaches any field (optim.momentum=0.95), and a field "
-            "name alone works where only one section has it (threads=2). A first argument without '=' is a "
-            "recipe: a shipped one by name (`resnetlab recipes` lists them) or any YAML file.",
-            epilog="keys (default, meaning):\n" + keys_help(),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        p.add_argument("settings", nargs="*", help="[RECIPE] key=value ...")
-        p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
-        p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("recipes", help="the shipped training recipes, each with its command and result")
-    p.add_argument("name", nargs="?", help="print this recipe's YAML")
-    p.set_defaults(func=cmd_recipes)
-
-    p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")
-    p.add_argument(
-        "weights", help="a run directory, a .safetensors file, or an export (.onnx incl. int8, .pt2, .torchscript.pt)"
-    )
-    p.add_argument(
-        "settings",
-        nargs="*",
-        help="split=test|val|train (val and train: the run's own split, rebuilt from its record) data=NAME|PATH "
-        "batch_size=256 device=auto limit=N out=cm.png tta=none|flip",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("predict", help="top-k classes of images: files, folders, patterns; CSV or JSON")
-    p.add_argument("weights", help="a run directory, a .safetensors file, or an export (.onnx, .pt2, .torchscript.pt)")
-    p.add_argument(
-        "images",
-        nargs="+",
-        help="image files, folders (every image below) and quoted patterns ('shots/**/*.png'); "
-        "out=predictions.csv or out=predictions.json writes them to a file",
-    )
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64, help="images prepared and run at a time")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("embed", help="pooled features of images, for retrieval, clustering or another classifier")
-    p.add_argument("weights", help="a run directory or a .safetensors file")
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        help="image files, folders and quoted patterns; out=features.npy (names in features.txt), out=x.csv "
-        "or out=x.json names the output",
-    )
-    p.add_argument("--batch-size", type=int, default=256)
-    p.set_defaults(func=cmd_embed)
-
-    p = sub.add_parser("export", help="ONNX, torch.export, TorchScript or safetensors, checked against PyTorch")
-    p.add_argument("weights", help="a run directory or a .safetensors file")
-    p.add_argument(
-        "settings",
-        nargs="*",
-        help="format=onnx|pt2|torchscript|safetensors out=PATH batch=dynamic|N (N: a fixed shape) opset=17",
-    )
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("quantize", help="int8 ONNX calibrated on the run's training images, compared with fp32")
-    p.add_argument("weights", help="a run directory or a .safetensors file")
-    p.add_argument(
-        "settings",
-        nargs="*",
-        help="images=512 (calibration images, from the run's training part) out=PATH (default: model.int8.onnx "
-        "beside the weights) check=1000 (held-out images to compare int8 with fp32 on) seed=0 data=NAME|PATH",
-    )
-    p.set_defaults(func=cmd_quantize)
-
-    p = sub.add_parser("experiment", help="degradation, gradient flow, or a comparison: figures, table, report")
-    p.add_argument("kind", choices=("degradation", "gradflow", "compare"))
-    p.add_argument(
-        "settings",
-        nargs="*",
-        help="depths=20,56 (or 18,34) shortcut=A|B | models=a,b  preset=quick|full  seeds=N (each arm N times: "
-        "mean ± std, 95%% CI)  steps=N  name=  out=  and any training key=value (data=, epochs=, ...)",
-    )
-    p.set_defaults(func=cmd_experiment)
-
-    p = sub.add_parser("compare", help="the comparison figure and table from finished runs")
-    p.add_argument("runs", nargs="+", help="run directories; out=DIR names the output folder")
-    p.set_defaults(func=cmd_compare)
-
+    add_commands(sub, COMMANDS)
     data = sub.add_parser("data", help="inspect or fetch datasets").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("info", help="counts per class, image shape, mean/std, where the files were found")
-    p.add_argument("dataset", help="a name (mnist, fashion-mnist, kmnist, cifar10, cifar100, synthetic) or a path")
-    p.add_argument("--split", default="train", choices=("train", "val", "test"))
-    p.add_argument("--image-size", type=int, default=224, help="image folders: side of the square images")
-    p.add_argument("--channels", type=int, default=3, help="image folders: 1 (grayscale) or 3 (RGB)")
-    p.add_argument(
-        "--centre-crop", type=float, default=0.875, help="image folders: cached at size / this (0.875: 256 for 224)"
-    )
-    p.add_argument(
-        "--val-fraction", type=float, default=0.1, help="where the data has no val split: hold out this part of train"
-    )
-    p.add_argument("--split-seed", type=int, default=0, help="chooses the held-out images (as data.split_seed)")
-    p.set_defaults(func=cmd_data_info)
-    p = data.add_parser("fetch", help="put a named dataset into the data directory ($RESNETLAB_DATA)")
-    p.add_argument("dataset")
-    p.set_defaults(func=cmd_data_fetch)
-    p = data.add_parser("cache", help="list image-folder caches with their size and source folder, or remove them")
-    p.add_argument("folder", nargs="?", help="only the caches built from this image folder")
-    p.add_argument("--clear", action="store_true", help="remove them (all of them, or the folder's)")
-    p.set_defaults(func=cmd_data_cache)
+    add_commands(data, DATA_COMMANDS)
     return parser
 
 

@@ -18,15 +18,15 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from .data import BatchLoader, load_splits
+from .data import BatchLoader, Dataset
 from .data.dataset import centre_offsets
 from .data.folders import IMAGE_EXTENSIONS, read_image
-from .data.sources import same_data
 from .data.splits import sample
 from .errors import UserError
 from .evaluation import evaluate as evaluate_loader
 from .models import create_model
 from .models.pretrained import load_into, read_state_dict, resolve_weights_path
+from .run_split import RunSplit, data_name, is_own_data, load_run_split
 from .runtimes import ExportedModel, Logits, is_export, open_export
 from .training.device import resolve_device, resolve_precision
 
@@ -244,69 +244,15 @@ def evaluate(
     """
     if split not in ("train", "val", "test"):
         raise UserError(f"split={split!r} is unknown; use 'train', 'val' or 'test'")
+    if tta not in ("none", "flip"):
+        raise UserError(f"tta={tta!r} is unknown; use none or flip")
     exported = is_export(source)  # an ONNX / .pt2 / TorchScript file, scored as it would run in deployment
     if exported:
         logits, meta = classifier(source)
         model: nn.Module = ExportedModel(logits)
     else:
         model, meta = load(source, "cpu")
-    run_data = meta.get("data") or meta.get("dataset")
-    name = data or run_data
-    if not name:
-        raise UserError("say which data to evaluate on: data=fashion-mnist, data=cifar10 or data=path/to/folder")
-    channels, size, _ = meta["input_size"]
-    record = meta.get("split")
-    own_split = record is not None and (data is None or same_data(data, run_data)) and not data_options
-    notes = []
-    if own_split:
-        options = dict(
-            val_fraction=record["val_fraction"],
-            seed=record["seed"],
-            limit_train=record["limit_train"],
-            limit_val=record["limit_val"],
-            path=meta.get("data_path") or None,
-        )
-    else:
-        options = {"val_fraction": 0.1, "seed": 0, **data_options}
-        if record is None and (data is None or same_data(data, run_data)):
-            held_out = _old_val_fraction(source)  # weights from before split records: what did their run do?
-            if held_out:
-                if split != "test":
-                    raise UserError(
-                        f"{source} was trained before resnetlab recorded its split: its run held out "
-                        f"{held_out:g} of train by another method, which cannot be rebuilt; evaluate split=test"
-                    )
-            else:
-                if split == "val":
-                    raise UserError(
-                        f"{source} was trained before resnetlab held out validation images, so it has no validation "
-                        "split of its own (its run validated on test); evaluate split=test or split=train"
-                    )
-                options["val_fraction"] = 0.0  # such a run trained on every training image
-                notes.append(
-                    "these weights were written before resnetlab held out validation images: their run chose its "
-                    "best epoch on the test split, so a test figure of them is optimistic"
-                )
-    centre_crop = size / meta["resize"] if meta.get("resize") else 1.0  # as the run cached and evaluated them
-    splits = load_splits(name, image_size=size, channels=channels, centre_crop=centre_crop, need=(split,), **options)
-    dataset = splits.part(split)
-    if dataset is None:
-        why = "held out no validation images (val_fraction=0)" if split == "val" else "has no test split"
-        raise UserError(f"{name} {why}; evaluate split=train{' or split=test' if split == 'val' else ' or split=val'}")
-    if own_split and split != "test" and record.get(f"{split}_digest") not in (None, splits.record[f"{split}_digest"]):
-        raise UserError(
-            f"{name} has changed since {source} was trained: its {split} part now holds {len(dataset):,} images "
-            f"(the run's held {record.get(f'{split}_count', '?'):,}), so it would score other images; restore the "
-            "folder, or evaluate with data= and val_fraction= to score the folder as it is now"
-        )
-    if limit:
-        dataset = sample(dataset, limit, seed=0, purpose=0)
-    if list(dataset.classes) != list(meta["classes"]):
-        raise UserError(
-            f"{name} has classes {dataset.classes[:4]}...; the model was trained on {meta['classes'][:4]}..."
-        )
-    if tta not in ("none", "flip"):
-        raise UserError(f"tta={tta!r} is unknown; use none or flip")
+    dataset, run_split, notes = evaluation_images(source, meta, data, split, limit, data_options)
     if tta == "flip" and not dataset.info.hflip:
         raise UserError(f"tta=flip scores mirror images, but {dataset.info.name} means something else mirrored; "
                         "use tta=none")  # fmt: skip
@@ -318,20 +264,55 @@ def evaluate(
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    loader = BatchLoader(
-        dataset,
-        batch_size,
-        train=False,
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        device=dev,
-        channels_last=channels_last,
-    )
+    mean, std = tuple(meta["mean"]), tuple(meta["std"])
+    loader = BatchLoader(dataset, batch_size, train=False, mean=mean, std=std, device=dev, channels_last=channels_last)
     result = evaluate_loader(model, loader, dev, dtype, len(dataset.classes), tta=tta == "flip")
-    result["classes"] = list(dataset.classes)
-    shown = Path(name).name if Path(name).exists() else name
-    own = ", the run's own split" if own_split and split != "test" else ""
-    result["dataset"] = f"{shown} ({split}, {len(dataset):,} images{own}{', flip TTA' if tta == 'flip' else ''})"
-    result["split"] = split
-    result["notes"] = notes
-    return result
+    own = ", the run's own split" if run_split.own and split != "test" else ""
+    described = f"{run_split.shown} ({split}, {len(dataset):,} images{own}{', flip TTA' if tta == 'flip' else ''})"
+    return {**result, "classes": list(dataset.classes), "dataset": described, "split": split, "notes": notes}
+
+
+def evaluation_images(
+    source: str | Path, meta: dict[str, Any], data: str | None, split: str, limit: int, options: dict[str, Any]
+) -> tuple[Dataset, RunSplit, list[str]]:
+    """The images to score: the split of the weights' own data as their run made it (or of `data`), checked
+    against the run's record and the model's classes; notes on what a figure of them means."""
+    notes: list[str] = []
+    if meta.get("split") is None and is_own_data(meta, data) and not options and data_name(meta, data):
+        options, notes = legacy_split(source, split)
+    run_split = load_run_split(meta, data, (split,), options or None)
+    dataset = run_split.splits.part(split)
+    name = run_split.name
+    if dataset is None:
+        why = "held out no validation images (val_fraction=0)" if split == "val" else "has no test split"
+        raise UserError(f"{name} {why}; evaluate split=train{' or split=test' if split == 'val' else ' or split=val'}")
+    run_split.check_unchanged(meta.get("split") or {}, (split,), source, "scoring")
+    if limit:
+        dataset = sample(dataset, limit, seed=0, purpose=0)
+    if list(dataset.classes) != list(meta["classes"]):
+        raise UserError(
+            f"{name} has classes {dataset.classes[:4]}...; the model was trained on {meta['classes'][:4]}..."
+        )
+    return dataset, run_split, notes
+
+
+def legacy_split(source: str | Path, split: str) -> tuple[dict[str, Any], list[str]]:
+    """Weights from before runs recorded their split: what their run held out, as far as it can be known."""
+    held_out = _old_val_fraction(source)
+    if held_out:
+        if split != "test":
+            raise UserError(
+                f"{source} was trained before resnetlab recorded its split: its run held out {held_out:g} of train "
+                "by another method, which cannot be rebuilt; evaluate split=test"
+            )
+        return {}, []
+    if split == "val":
+        raise UserError(
+            f"{source} was trained before resnetlab held out validation images, so it has no validation split of "
+            "its own (its run validated on test); evaluate split=test or split=train"
+        )
+    note = (
+        "these weights were written before resnetlab held out validation images: their run chose its best epoch "
+        "on the test split, so a test figure of them is optimistic"
+    )
+    return {"val_fraction": 0.0}, [note]  # such a run trained on every training image

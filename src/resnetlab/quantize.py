@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from .data import BatchLoader, Dataset, load_splits
-from .data.sources import same_data
+from .data import BatchLoader, Dataset
 from .data.splits import sample, stratified_pick
 from .errors import UserError
 from .export import export
 from .files import atomic_write, chosen_output, refuse_run_file
 from .inference import load
+from .run_split import data_name, load_run_split
 from .runtimes import require_onnx
 from .training.device import cpu_description
 
@@ -96,33 +96,14 @@ def run_data(
     """The parts of the data the run was trained on ({"train", "val", "test"}: rebuilt from the split recorded
     in the weights, or those of `data` with a seeded 0.1 hold-out), the data's name, and whether they are
     the run's own parts."""
-    recorded = meta.get("data") or meta.get("dataset")
-    name = data or recorded
-    record = meta.get("split")
-    own = record is not None and (data is None or same_data(data, recorded))
-    if not name or (record is None and data is None):
+    if not data_name(meta, data) or (meta.get("split") is None and data is None):
         raise UserError(
             f"{source} does not record the training split it was made from, so its calibration images cannot be "
             "rebuilt; say where to take them from: data=fashion-mnist, data=cifar10 or data=path/to/folder"
         )
-    if own:
-        options = dict(val_fraction=record["val_fraction"], seed=record["seed"], limit_train=record["limit_train"],
-                       limit_val=record["limit_val"], path=meta.get("data_path") or None)  # fmt: skip
-    else:
-        options = dict(val_fraction=0.1, seed=0)
-    channels, size, _ = meta["input_size"]
-    centre_crop = size / meta["resize"] if meta.get("resize") else 1.0  # as the run cached and evaluated them
-    splits = load_splits(name, image_size=size, channels=channels, centre_crop=centre_crop, need=need, **options)
-    if own:
-        for part in ("train", "val"):
-            digest = record.get(f"{part}_digest")
-            if part in need and digest not in (None, splits.record.get(f"{part}_digest")):
-                raise UserError(
-                    f"{name} has changed since {source} was trained: its {part} part is no longer the run's, so "
-                    "calibration would use other images; restore the data, or give data= to calibrate on it as it is"
-                )
-    shown = Path(name).name if Path(name).exists() else name
-    return {part: splits.part(part) for part in need}, shown, own
+    run_split = load_run_split(meta, data, need)
+    run_split.check_unchanged(meta.get("split") or {}, need, source, "calibration")
+    return {part: run_split.splits.part(part) for part in need}, run_split.shown, run_split.own
 
 
 def quantize(
@@ -152,14 +133,7 @@ def quantize(
         )
     path = Path(out) if out else default_path(source)
     keep = Path(fp32_out) if fp32_out else None
-    for key, target in (("out", path), ("fp32_out", keep)):
-        if target is not None and not target.name.endswith(".onnx"):
-            raise UserError(
-                f"{key}={target} does not end in .onnx, which an ONNX model's name does here (eval and "
-                f"predict recognise it by it); give a name such as {target.with_suffix('.onnx')}"
-            )
-        if target is not None:
-            refuse_run_file(target)  # before calibrating: a run's own files are never written over
+    check_outputs({"out": path, "fp32_out": keep})
     _, meta = load(source, "cpu")  # a clear error for a bad source before any data is read
     parts, name, own = run_data(source, meta, data, ("train", "val"))
     train, val = parts["train"], parts["val"]
@@ -170,23 +144,12 @@ def quantize(
             f"{'x'.join(map(str, meta['input_size']))}; calibrate on the data it was trained on (data=)"
         )
     whose = "the run's" if own else f"{name}'s"
-    # Calibration: a stratified seeded sample of the training images; the rest of them stand in for held-out
-    # images where the run held none out.
+    # Calibration: a stratified seeded sample of the training images.
     n = min(calibration_images, len(train))
     picked = stratified_pick(train.labels, n, seed, CALIBRATE)
     calibration = train.subset(picked, "train", f"calibration sample of {n}, seed {seed}")
     calibration_text = f"{n:,} of {whose} {len(train):,} training images (seed {seed})"
-    if val is not None:
-        check = sample(val, check_images, seed, CHECK)
-        checked = f"{len(check):,} of {whose} {len(val):,} validation images"
-    else:
-        rest = np.setdiff1d(np.arange(len(train)), picked)
-        if len(rest):
-            check = sample(train.subset(rest, "train", "outside the calibration sample"), check_images, seed, CHECK)
-            checked = f"{len(check):,} training images outside the calibration sample ({name} has no validation part)"
-        else:
-            check = sample(calibration, check_images, seed, CHECK)
-            checked = f"{len(check):,} of the calibration images themselves (no other images to compare on)"
+    check, checked = comparison_images(train, val, picked, calibration, check_images, seed, whose, name)
     classes_match = list(check.classes) == list(meta["classes"])
     with chosen_output(path), tempfile.TemporaryDirectory(prefix="resnetlab-quantize-") as tmp:
         work = Path(tmp)
@@ -217,6 +180,43 @@ def quantize(
             with chosen_output(keep):
                 atomic_write(keep, lambda t: _copy(fp32, t))
     return result
+
+
+def check_outputs(targets: dict[str, Path | None]) -> None:
+    """Before any work: each output is an .onnx name (eval and predict recognise ONNX models by it), and none
+    is one of a run's own files."""
+    for key, target in targets.items():
+        if target is None:
+            continue
+        if not target.name.endswith(".onnx"):
+            raise UserError(
+                f"{key}={target} does not end in .onnx, which an ONNX model's name does here (eval and predict "
+                f"recognise it by it); give a name such as {target.with_suffix('.onnx')}"
+            )
+        refuse_run_file(target)
+
+
+def comparison_images(
+    train: Dataset,
+    val: Dataset | None,
+    picked: np.ndarray,
+    calibration: Dataset,
+    n: int,
+    seed: int,
+    whose: str,
+    name: str,
+) -> tuple[Dataset, str]:
+    """Up to n held-out images to compare int8 with fp32 on, and what they are: validation images; where the run
+    held none out, training images outside the calibration sample; failing those, the calibration images."""
+    if val is not None:
+        check = sample(val, n, seed, CHECK)
+        return check, f"{len(check):,} of {whose} {len(val):,} validation images"
+    rest = np.setdiff1d(np.arange(len(train)), picked)
+    if len(rest):
+        check = sample(train.subset(rest, "train", "outside the calibration sample"), n, seed, CHECK)
+        return check, f"{len(check):,} training images outside the calibration sample ({name} has no validation part)"
+    check = sample(calibration, n, seed, CHECK)
+    return check, f"{len(check):,} of the calibration images themselves (no other images to compare on)"
 
 
 class _Reader:
