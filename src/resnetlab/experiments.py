@@ -13,8 +13,10 @@ figures (PNG), the table (CSV and Markdown) and a report.md that links them.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,18 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from .data import BatchLoader
 from .errors import UserError
 from .models import create_model, list_models, model_info
 from .training import TrainConfig, load_config
+from .training.device import choose_precision
+from .training.finetune import param_groups
 from .training.loop import fit, make_loader, resolve_device
+from .training.optim import build_optimizer
 from .training.report import _pyplot, read_metrics
 from .training.setup import load_run_data
+from .training.step import TrainStep
+from .training.tally import StepTally
 
 # Presets: "quick" shows the effect on Fashion-MNIST (a 20k-image subset, 4 epochs): degradation at depths 20
 # and 56 took 30 min per seed on a 2-core AMD EPYC Zen 3 (fp32) and about 8 on a 2-core Zen 5 (bf16); "full" is
@@ -595,6 +603,24 @@ def layer_grad_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return [(n, p.grad.norm().item()) for n, p in model.named_parameters() if p.dim() > 1 and p.grad is not None]
 
 
+def fp32_step(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> TrainStep:
+    """fit's training step with the run's optimizer (its kind, momentum, weight decay; the base learning rate,
+    constant), label smoothing and clipping, in fp32: gradient norms in autocast would carry its rounding."""
+    optimizer = build_optimizer(param_groups(model, cfg), cfg.optim, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    fp32 = choose_precision("fp32", "false", device)
+    tally = StepTally(device)
+    return TrainStep(
+        model, model, optimizer, scaler, None, tally, fp32, device, cfg.optim.label_smoothing, cfg.optim.grad_clip
+    )
+
+
+def training_batches(loader: BatchLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's training batches, epoch after epoch, without end."""
+    for epoch in itertools.count():
+        yield from loader.epoch(epoch)
+
+
 def gradflow(
     models: list[str],
     steps: int = 100,
@@ -603,7 +629,8 @@ def gradflow(
     out: str = "runs",
     name: str = "",
 ) -> Path:
-    """Gradient norm of every layer at initialisation and after `steps` SGD steps, against depth."""
+    """Gradient norm of every layer at initialisation and after `steps` training steps (fit's step and the
+    run's optimizer, in fp32), against depth."""
     overrides = overrides or []
     exp_dir = experiment_dir(out, name or "gradflow-" + "-".join(models))
     base = member_config(preset, overrides, models[0], exp_dir)
@@ -623,17 +650,9 @@ def gradflow(
         model = create_model(model_name, num_classes=len(data.classes), in_chans=data.images.shape[-1]).to(device)
         model.train()
         at_init = layer_grad_norms(model, probe_x, probe_y)
-        opt = torch.optim.SGD(model.parameters(), lr=base.optim.lr, momentum=0.9, weight_decay=base.optim.weight_decay)
-        done, epoch = 0, 0
-        while done < steps:
-            for x, y in loader.epoch(epoch):
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
-                opt.step()
-                done += 1
-                if done >= steps:
-                    break
-            epoch += 1
+        step = fp32_step(model, base, device)
+        for x, y in itertools.islice(training_batches(loader), steps):
+            step(x, y)
         after = layer_grad_norms(model, probe_x, probe_y)
         results[model_name] = {
             "layers": [n for n, _ in at_init],
