@@ -32,7 +32,9 @@ from .files import atomic_write, load_plain, write_bytes
 if TYPE_CHECKING:
     from .training.distributed import World
 
-CHECKPOINT_FORMAT = "resnetlab-checkpoint-v1"
+# v2: each augmentation draws from a stream of its own (data/loader.py), so a v1 run cannot go on bit for bit.
+CHECKPOINT_FORMAT = "resnetlab-checkpoint-v2"
+EARLIER_FORMATS = ("resnetlab-checkpoint-v1",)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -53,6 +55,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             )
         raise UserError(f"no checkpoint at {path}; resume= takes a run directory that holds last.pt")
     state = load_plain(path, "checkpoint")
+    if isinstance(state, dict) and state.get("format") in EARLIER_FORMATS:
+        run = folder or path.parent
+        raise UserError(
+            f"{path} was written by an earlier resnetlab ({state['format']}), which drew its augmentations in "
+            f"another order, so its run cannot go on bit for bit; start a new run from its weights with init={run}"
+        )
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a resnetlab training checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return state

@@ -4,9 +4,10 @@ No worker processes and no per-image Python: the uint8 images live on the traini
 (N, C, H, W) tensor; a batch is an index, one gather that crops and flips every image at once, a
 conversion to float with the normalisation fused in, then optional cutout, mixup or cutmix.
 
-Every random choice of an epoch (order, crop offsets, flips, cutout squares, mixup weights) is drawn
-up front from a generator seeded by (seed, epoch), so an epoch is a pure function of those two numbers
-and a resumed run can start at any batch and see exactly what it would have seen.
+Every random choice of an epoch (order, crop offsets, flips, cutout squares, mixup weights, ...) is drawn
+up front, each kind from a stream of its own seeded by (seed, epoch, the kind's name), so an epoch is a pure
+function of those two numbers, a resumed run can start at any batch and see exactly what it would have seen,
+and adding an augmentation or turning one on or off changes no other one's draws.
 
 Under several processes (rank r of N) `batch_size` is the global batch: every rank draws the same epoch
 plan, and rank r takes the r-th of N equal parts of each global batch, with the crops, flips and cutouts
@@ -18,8 +19,10 @@ ranks together score each image once.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -118,6 +121,17 @@ class EpochPlan:
         return dataclasses.replace(self, **moved)
 
 
+def stream_key(seed: int, epoch: int, name: str) -> list[int]:
+    """The entropy of one kind of draw in one epoch: the run's seed, the epoch, and the draw's name."""
+    return [seed, epoch, zlib.crc32(name.encode())]
+
+
+def draw_stream(seed: int, epoch: int, name: str) -> torch.Generator:
+    """A torch generator of its own for one kind of draw (order, crop, flip, ...) in one epoch."""
+    state = np.random.SeedSequence(stream_key(seed, epoch, name)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 class BatchLoader:
     """Iterate (images, targets) batches. Images: float (B, C, H, W) normalised; targets: int64 (B,) or,
     under mixup/cutmix, float (B, num_classes) probabilities."""
@@ -198,17 +212,22 @@ class BatchLoader:
         return self.epoch(self.epoch_index)
 
     def plan(self, epoch: int) -> EpochPlan:
-        """The random draws of `epoch` (a pure function of seed and epoch, the same on every rank)."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        """The random draws of `epoch` (a pure function of seed and epoch, the same on every rank). Each kind of
+        draw has a stream of its own (seed, epoch, its name): adding an augmentation, or turning one on or off,
+        changes no other one's draws."""
         n = len(self.labels)
-        order = torch.randperm(n, generator=gen) if self.train else self.positions
+        stream = partial(draw_stream, self.seed, epoch)
+        order = torch.randperm(n, generator=stream("order")) if self.train else self.positions
         a, h, w = self.augment, self.height, self.width  # positions of cutout and erasing: in the network's view
-        offsets = torch.randint(0, 2 * a.crop_padding + 1, (n, 2), generator=gen)[: len(order)]
+        offsets = torch.randint(0, 2 * a.crop_padding + 1, (n, 2), generator=stream("crop"))[: len(order)]
         flips = (
-            (torch.rand(n, generator=gen) < 0.5)[: len(order)] if a.hflip else torch.zeros(len(order), dtype=torch.bool)
+            (torch.rand(n, generator=stream("flip")) < 0.5)[: len(order)]
+            if a.hflip
+            else torch.zeros(len(order), dtype=torch.bool)
         )
-        centres = torch.stack([torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)], 1)
-        rng = np.random.default_rng([self.seed, epoch, 7])
+        at = stream("cutout")
+        centres = torch.stack([torch.randint(0, h, (n,), generator=at), torch.randint(0, w, (n,), generator=at)], 1)
+        rng = np.random.default_rng(np.random.SeedSequence(stream_key(self.seed, epoch, "mix")))
         batches = len(self)
         kinds = np.zeros(batches, np.int64)
         if a.mixup > 0 and a.cutmix > 0:
@@ -218,11 +237,13 @@ class BatchLoader:
         alphas = np.where(kinds == 1, a.mixup, a.cutmix)
         lams = np.where(kinds > 0, rng.beta(np.maximum(alphas, 1e-6), np.maximum(alphas, 1e-6)), 1.0)
         boxes = np.stack([rng.integers(0, h, batches), rng.integers(0, w, batches)], 1)
-        photo = draw(n, gen, h, w, *a.jitter, a.grey, a.erase)  # drawn after the others: their values stay
+        photo = draw(n, stream("photo"), h, w, *a.jitter, a.grey, a.erase)
         photo = PhotoDraws(photo.jitter[: len(order)], photo.grey[: len(order)], photo.erase[: len(order)])
-        crops = crop_boxes(n, gen, *self.stored, a.crop_scale, a.crop_ratio)[: len(order)] if a.crop_scale else None
-        warps = draw_warps(n, gen, *a.warp)[: len(order)] if any(a.warp) else None
-        policy = draw_policy(n, gen, a.policy, (h, w))[: len(order)] if a.policy != "none" else None
+        crops = None
+        if a.crop_scale:
+            crops = crop_boxes(n, stream("resized_crop"), *self.stored, a.crop_scale, a.crop_ratio)[: len(order)]
+        warps = draw_warps(n, stream("warp"), *a.warp)[: len(order)] if any(a.warp) else None
+        policy = draw_policy(n, stream("policy"), a.policy, (h, w))[: len(order)] if a.policy != "none" else None
         return EpochPlan(order, offsets, flips, centres[: len(order)], lams, kinds, boxes, photo, crops, warps, policy)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -3,7 +3,7 @@ weights will carry."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +72,10 @@ def make_loader(
 ) -> BatchLoader:
     d = cfg.data
     hflip = data.info.hflip if d.hflip == "auto" else d.hflip == "true"
+    same_names = {f.name: getattr(d, f.name) for f in fields(AugmentConfig)}  # data.X is the augmentation's X
     augment = AugmentConfig(
-        d.crop_padding, d.pad_mode, hflip, d.cutout, d.mixup, d.cutmix,
-        d.brightness, d.contrast, d.saturation, d.hue, d.grey, d.erase, tuple(d.crop_scale), tuple(d.crop_ratio),
-        d.rotate, d.shear, d.zoom, d.translate, d.policy,
-    )  # fmt: skip
+        **{**same_names, "hflip": hflip, "crop_scale": tuple(d.crop_scale), "crop_ratio": tuple(d.crop_ratio)}
+    )
     return BatchLoader(
         data,
         cfg.optim.batch_size,
