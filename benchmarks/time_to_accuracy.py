@@ -234,7 +234,14 @@ def main() -> None:
         f"Fashion-MNIST, target {100 * args.target:.1f}% test top-1; recipe {args.recipe}, {epochs} epochs, "
         f"{args.limit:,} training images; {where}, {chosen.name}"
     )
-    results = {}
+    results: dict[str, dict] = {}
+    ratios: dict[str, float] = {}
+    figures = {"where": where, "precision": chosen.name, "target": args.target, "epochs": epochs, "limit": args.limit}
+
+    def keep() -> None:  # after each arm, so that a run cut short keeps the arms it finished
+        if args.json:
+            args.json.write_text(json.dumps({**figures, "arms": results, "peer_wall_over_resnetlab": ratios}, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
         for arm in arms:
             out = Path(tmp) / arm
@@ -249,11 +256,11 @@ def main() -> None:
                 results[arm] = run_timm(
                     args.timm_train.resolve(), args.timm_model, epochs, args.limit, out, args.device
                 )
+            keep()
     print(f"{'arm':<10}{'epochs':>7}{'test top-1':>12}{'wall s':>9}{'to target':>13}")
     for arm, r in results.items():
         reached = f"{r['wall_s']:.0f} s" if r["test_top1"] >= args.target else "not reached"
         print(f"{arm:<10}{r['epochs']:>7}{100 * r['test_top1']:>11.2f}%{r['wall_s']:>9.0f}{reached:>13}")
-    ratios = {}
     for peer, label in (("bare", "time_to_accuracy"), ("timm", "time_to_accuracy_timm")):
         if {"resnetlab", peer} <= results.keys():
             ratio = ratios[peer] = results[peer]["wall_s"] / results["resnetlab"]["wall_s"]
@@ -264,15 +271,7 @@ def main() -> None:
                 else f"speed: the {peer} arm's wall time over resnetlab's"
             )
             print(f"{label}: resnetlab/peer = {ratio:.2f}x ({what})")
-    if args.json:
-        figures = {
-            "where": where,
-            "precision": chosen.name,
-            "target": args.target,
-            "epochs": epochs,
-            "limit": args.limit,
-        }
-        args.json.write_text(json.dumps({**figures, "arms": results, "peer_wall_over_resnetlab": ratios}, indent=2))
+    keep()
     if not math.isfinite(sum(r["wall_s"] for r in results.values())):
         raise SystemExit(1)
 
