@@ -226,8 +226,10 @@ def test_user_errors_under_torchrun_are_one_message_and_status_2(tmp_path):
 
 @pytest.mark.slow
 def test_nproc_starts_the_processes_through_torchrun(tmp_path, capsys):
+    before = dict(os.environ)
     assert main(["train", *SETTINGS, "epochs=1", "nproc=2", f"out={tmp_path}", "name=n2"]) == 0
     assert '"processes": 2' in (tmp_path / "n2" / "summary.json").read_text()
+    assert dict(os.environ) == before  # torchrun's OMP_NUM_THREADS=1 stays with the workers, not this process
 
 
 @pytest.mark.slow

@@ -180,9 +180,13 @@ def launch(nproc: int, settings: list[str], command: str = "train") -> int:
     args = get_args_parser().parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", "-m", "resnetlab", command, *settings]
     )
+    environ = dict(os.environ)
     try:
         run(args)
     except ChildFailedError as failed:
         codes = [f.exitcode for f in failed.failures.values()]
         return next((c for c in codes if c in (2, 130, 143)), codes[0] if codes else 1)
+    finally:  # torchrun sets OMP_NUM_THREADS=1 (and the rendezvous variables) in this process's own environment:
+        os.environ.clear()  # a later run or child of this process would then compute single-threaded, in
+        os.environ.update(environ)  # another summation order than the same run started anew
     return 0
