@@ -18,7 +18,8 @@ from PIL import Image
 from resnetlab.data.folders import read_image
 from resnetlab.data.sources import CIFAR_SPECS, _read_cifar, read_idx
 from resnetlab.errors import UserError
-from resnetlab.training.config import SHORT_KEYS, all_keys, load_config
+from resnetlab.training.config import all_keys
+from resnetlab.training.settings import SHORT_KEYS, load_config
 
 # The same 300 examples on every run, so that CI is repeatable; FUZZ_RANDOM=1 draws new ones to look for more
 # (a recipe of just `?`, a YAML null key, was found that way).

@@ -282,7 +282,8 @@ def test_a_field_name_alone_is_its_key_where_one_section_has_it():
 
 
 def test_help_lists_every_key_with_its_default_and_meaning(capsys):
-    from resnetlab.training.config import all_keys, key_docs
+    from resnetlab.training.config import all_keys
+    from resnetlab.training.settings import key_docs
 
     undocumented = [key for key, _, doc in key_docs() if not doc]
     assert not undocumented  # every field carries its one line of meaning where it is defined
@@ -293,6 +294,23 @@ def test_help_lists_every_key_with_its_default_and_meaning(capsys):
     assert "run.threads (threads)=0  CPU threads for torch (0: all cores)" in text
     assert "data.crop_scale (crop_scale)=[]  [min, max] area share: random resized crops (the ImageNet" in text
     assert "optim.optimizer (optimizer)=sgd [sgd|adamw]" in text
+
+
+def test_meanings_and_choices_live_in_the_fields_and_resume_classifies_only_real_keys():
+    from resnetlab.training.config import DataConfig, all_keys, choices_of, field_of
+    from resnetlab.training.resume import ARITHMETIC_KEYS, DISPLAY_KEYS, setting_kind
+
+    assert field_of("run.threads").metadata["help"] == "CPU threads for torch (0: all cores)"
+    assert choices_of("optim.optimizer") == ("sgd", "adamw") and choices_of("optim.lr") == ()
+    assert DataConfig().crop_ratio is not DataConfig().crop_ratio  # each config owns its lists
+    assert set(ARITHMETIC_KEYS + DISPLAY_KEYS) <= set(all_keys())  # a misspelt key would count as "learning"
+    assert (setting_kind("run.threads"), setting_kind("run.quiet"), setting_kind("optim.lr")) == (
+        "arithmetic",
+        "display",
+        "learning",
+    )
+    with pytest.raises(ConfigError, match="run.precision='fp8' is not one of auto, bf16, fp16, fp32"):
+        load_config(None, ["precision=fp8"])
 
 
 def test_print_config_resolves_a_recipe_and_writes_nothing(tmp_path, capsys):

@@ -25,8 +25,9 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
 
     resnetlab.train(model="resnet20", data="fashion-mnist", epochs=5)
     """
-    from .training.config import apply, from_dict, validate
+    from .training.config import validate
     from .training.loop import fit
+    from .training.settings import apply, from_dict
 
     if isinstance(config, TrainConfig):
         cfg = config

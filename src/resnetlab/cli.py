@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import RunStopped, UserError, WriteFailed
-from .training.config import keys_help
+from .training.settings import keys_help
 
 
 def parse_size(text: str) -> tuple[int, int, int]:

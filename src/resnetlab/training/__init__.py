@@ -5,7 +5,8 @@
 
 from typing import Any
 
-from .config import TrainConfig, load_config
+from .config import TrainConfig
+from .settings import load_config
 
 __all__ = ["RunResult", "TrainConfig", "TrainingDiverged", "evaluate", "fit", "load_config"]
 

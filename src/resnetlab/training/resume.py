@@ -1,6 +1,6 @@
 """resume=RUN: continue a run exactly as it was started, and say so when that cannot be bit for bit.
 
-A setting given with resume= is one of three kinds (config.setting_kind):
+A setting given with resume= is one of three kinds (setting_kind, below):
 - it changes what is learned (model, data, optimisation, schedule, augmentation, seed, init): when it
   differs from the run's, resuming is refused before anything is written, naming both values;
 - it changes only the arithmetic (device, precision, layout, compile, threads): applied, recorded in the
@@ -16,7 +16,42 @@ from typing import Any
 from ..checkpoint import Checkpoint
 from ..data.sources import same_data
 from ..errors import ConfigError, UserError
-from .config import TrainConfig, from_dict, get, given_keys, setting_kind, validate
+from .config import TrainConfig, get, validate
+from .settings import from_dict, given_keys
+
+# The settings that change only the arithmetic, and those that change nothing computed; every other one
+# changes what is learned.
+ARITHMETIC_KEYS = (
+    "run.device",
+    "run.precision",
+    "run.channels_last",
+    "run.compile",
+    "run.cuda_graphs",
+    "run.threads",
+    "run.nproc",
+    "run.backend",
+)
+DISPLAY_KEYS = (
+    "data.stream",  # where the images are read from, not what they are
+    "data.tta",  # an extra figure at the end, nothing learned
+    "run.quiet",
+    "run.checkpoint_every",
+    "run.checkpoint_minutes",
+    "run.log_every",
+    "output.tensorboard",
+    "output.out",
+    "output.name",
+    "output.resume",
+)
+
+
+def setting_kind(dotted: str) -> str:
+    """'learning', 'arithmetic' or 'display' (see the module's docstring)."""
+    if dotted in ARITHMETIC_KEYS:
+        return "arithmetic"
+    if dotted in DISPLAY_KEYS:
+        return "display"
+    return "learning"
 
 
 def _same(key: str, mine: Any, theirs: Any) -> bool:
