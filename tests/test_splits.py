@@ -154,3 +154,17 @@ def test_weights_written_before_the_split_was_recorded_still_evaluate_and_say_so
     assert result["count"] == 200 and "chose its best epoch on the test split" in result["notes"][0]
     with pytest.raises(UserError, match="no validation split of its own"):
         resnetlab.evaluate(tmp_path / "old.safetensors", split="val")
+
+
+def test_one_rule_says_which_split_a_figure_is_on():
+    from resnetlab.data.splits import Splits, watched_in
+
+    part = object()  # any part: the rule looks only at which parts exist
+    cases = {(True, True): ("val", "test"), (False, True): ("test", "test"), (True, False): ("val", "val")}
+    for (has_val, has_test), expected in cases.items():
+        splits = Splits(part, part if has_val else None, part if has_test else None)  # type: ignore[arg-type]
+        assert (splits.watched(), splits.final()) == expected
+    assert Splits(part, None, None).watched() is None and Splits(part, None, None).final() is None  # type: ignore
+    assert watched_in({"val_top1": 0.9, "test_top1": 0.8}) == "val"
+    assert watched_in({"val_top1": float("nan"), "test_top1": 0.8}) == "test"  # an arm without validation
+    assert watched_in({"val_top1": None}) is None and watched_in({"train_acc": 0.5}) is None

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import yaml
 
 from .data import BatchLoader
+from .data.splits import watched_in
 from .errors import UserError
 from .models import create_model, list_models, model_info
 from .training import TrainConfig, load_config
@@ -352,7 +353,7 @@ def plot_error_curves(path: Path, arms: list[Arm], title: str, style=None) -> No
     splits_seen: set[str] = set()
     for i, (label, members) in enumerate(arms):
         colour, dashed = style(label, i) if style else (COLOURS[i % len(COLOURS)], False)
-        split = "val" if not np.isnan(members[0].rows[-1].get("val_top1", np.nan)) else "test"
+        split = watched_in(members[0].rows[-1]) or "test"
         splits_seen.add(split)
         for ax, key in ((ax_train, "train_acc"), (ax_test, f"{split}_top1")):
             steps, mean, std = _curve(members, key)

@@ -19,6 +19,7 @@ Where each part comes from:
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,29 @@ class Splits:
 
     def part(self, split: str) -> Dataset | None:
         return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+    def watched(self) -> str | None:
+        """The split scored after each epoch (see WATCH_ORDER)."""
+        return next((s for s in WATCH_ORDER if self.part(s) is not None), None)
+
+    def final(self) -> str | None:
+        """The split of the final figure (see FINAL_ORDER)."""
+        return next((s for s in FINAL_ORDER if self.part(s) is not None), None)
+
+
+# Which split a figure is on: one rule, for the run and for every reader of its files.
+# After each epoch a run scores validation, which selects the epoch; with nothing held out, test, for display
+# only (nothing is selected on it). The final figure is on test; where the data has no test part (a flat image
+# folder), on validation, which is then also the set the epoch was selected on (and the summary says so).
+WATCH_ORDER = ("val", "test")
+FINAL_ORDER = ("test", "val")
+
+
+def watched_in(row: dict[str, Any]) -> str | None:
+    """The split whose per-epoch figures a metrics row holds ('val_top1', else 'test_top1'), or None."""
+    figures = (row.get(f"{s}_top1") for s in WATCH_ORDER)
+    present = [isinstance(v, int | float) and not math.isnan(v) for v in figures]  # None or NaN: not scored
+    return next((s for s, scored in zip(WATCH_ORDER, present) if scored), None)
 
 
 Loader = Callable[[], Dataset]

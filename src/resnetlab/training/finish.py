@@ -18,12 +18,6 @@ from .report import plot_confusion, plot_curves, say, write_json
 from .setup import make_loader
 
 
-def final_split_of(splits: Any) -> str | None:
-    """The split of the final figure: test; where the data has no test part (a flat image folder), validation,
-    which is then also the set the epoch was selected on (and the summary says so)."""
-    return "test" if splits.test is not None else ("val" if splits.val is not None else None)
-
-
 def final_scores(run: Run) -> dict[str, dict[str, Any]]:
     """Score the last weights, and the selected ones where they differ, once on the final split.
 
@@ -31,7 +25,7 @@ def final_scores(run: Run) -> dict[str, dict[str, Any]]:
     weights are read by rank 0 (it wrote them) and handed to the others, so no shared file system is needed."""
     session, data, rows = run.session, run.data, run.state.rows
     cfg, world, device, precision = session.cfg, session.world, session.device, session.precision
-    final_split = final_split_of(data.splits)
+    final_split = data.splits.final()
     if final_split is None:
         return {}
     part = data.splits.part(final_split)
@@ -56,7 +50,7 @@ def finish(run: Run, scores: dict[str, dict[str, Any]], wall: float) -> dict[str
     cfg, train = run.session.cfg, run.data.train
     rows, best = run.state.rows, run.state.best
     selected_epoch = best.epoch or (rows[-1]["epoch"] if rows else 0)
-    final_split = final_split_of(run.data.splits)
+    final_split = run.data.splits.final()
     held_out = run.data.splits.val is not None
     how = f"epoch {selected_epoch}, selected on validation" if held_out else f"last epoch ({selected_epoch})"
     title = f"{cfg.model.name} on {train.info.name}"

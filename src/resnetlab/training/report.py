@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from ..data.splits import WATCH_ORDER, watched_in
 from ..files import atomic_write
 
 if TYPE_CHECKING:
@@ -21,14 +22,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resnetlab")
 
-EVAL_SPLITS = ("val", "test")  # per-epoch figures are on validation, or (val_fraction=0) on test, for display only
 METRIC_COLUMNS = [
     "epoch",
     "step",
     "lr",
     "train_loss",
     "train_acc",
-    *(f"{split}_{what}" for split in EVAL_SPLITS for what in ("loss", "top1", "top5")),
+    *(f"{split}_{what}" for split in WATCH_ORDER for what in ("loss", "top1", "top5")),
     "images_per_s",
     "epoch_s",
     "wall_s",
@@ -37,7 +37,7 @@ METRIC_COLUMNS = [
 
 def eval_split(rows: list[dict[str, Any]]) -> str | None:
     """Which split the per-epoch evaluation columns of `rows` are on: 'val', 'test', or None (none)."""
-    return next((s for s in EVAL_SPLITS if rows and f"{s}_top1" in rows[-1]), None)
+    return watched_in(rows[-1]) if rows else None
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:

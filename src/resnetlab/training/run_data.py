@@ -57,7 +57,7 @@ def load_data(session: Session) -> RunData:
     check_batches(cfg.optim.batch_size, cfg.data.tta, train, train_loader)
     # Per-epoch figures: on validation, which selects the best epoch; with nothing held out, on test, for
     # display only (nothing is selected on it: the last epoch is the result).
-    watch_split = "val" if splits.val is not None else ("test" if splits.test is not None else None)
+    watch_split = splits.watched()
     watch_data = splits.part(watch_split) if watch_split else None
     watch_loader = (  # each process scores every N-th image; the counts are summed (world.sum)
         make_loader(cfg, watch_data, False, device, layout, mean, std, rank, size) if watch_data is not None else None
