@@ -48,6 +48,7 @@ from resnetlab.files import byte_size, save_weights  # noqa: E402
 from resnetlab.inference import load  # noqa: E402
 from resnetlab.models import create_model  # noqa: E402
 from resnetlab.quantize import QuantizeResult, logits, quantize, run_data, session  # noqa: E402
+from resnetlab.records import WeightsMeta  # noqa: E402
 from resnetlab.training import load_config  # noqa: E402
 from resnetlab.training.device import cpu_description  # noqa: E402
 from resnetlab.training.loop import fit  # noqa: E402
@@ -73,13 +74,13 @@ def images_per_s(sess, x: np.ndarray, seconds: float) -> float:
             return runs * len(x) / elapsed
 
 
-def a_batch(dataset: Dataset, meta: dict, batch: int) -> np.ndarray:
+def a_batch(dataset: Dataset, meta: WeightsMeta, batch: int) -> np.ndarray:
     """The first `batch` images of `dataset`, prepared as evaluation prepares them (repeated if too few)."""
-    x = next(iter(BatchLoader(dataset, batch, train=False, mean=tuple(meta["mean"]), std=tuple(meta["std"]))))[0]
+    x = next(iter(BatchLoader(dataset, batch, train=False, mean=meta.mean, std=meta.std)))[0]
     return np.ascontiguousarray(np.resize(x.numpy(), (batch, *x.shape[1:])))
 
 
-def speeds(result: QuantizeResult, dataset: Dataset, meta: dict, batches: tuple[int, ...], args) -> dict:
+def speeds(result: QuantizeResult, dataset: Dataset, meta: WeightsMeta, batches: tuple[int, ...], args) -> dict:
     """{(precision, batch): median images/s} over rounds that alternate fp32 and int8."""
     sessions = {"fp32": session(result.fp32_path, args.threads), "int8": session(result.path, args.threads)}
     inputs = {batch: a_batch(dataset, meta, batch) for batch in batches}
@@ -143,8 +144,8 @@ def demo(args, tmp: Path) -> None:
     }
     labels = np.asarray(test.labels)
     top1 = {name: float((s.argmax(1) == labels).mean()) for name, s in scores.items()}
-    shape = "x".join(map(str, [*meta["input_size"][1:], meta["input_size"][0]]))
-    print(f"\ndemo: {meta['model']} on {meta.get('dataset', '?')} {shape} ({run})")
+    shape = "x".join(map(str, [*meta.input_size[1:], meta.input_size[0]]))
+    print(f"\ndemo: {meta.model} on {meta.dataset or '?'} {shape} ({run})")
     print(f"int8 calibrated on {result.calibration}; images/s")
     speed = speeds(result, test, meta, DEMO_BATCHES, args)
     table(speed, DEMO_BATCHES, result, top1)
@@ -155,7 +156,7 @@ def demo(args, tmp: Path) -> None:
     print(ratio_line("demo", speed, DEMO_BATCHES[-1]), flush=True)
 
 
-def random_weights(name: str, train: Dataset, side: int, path: Path) -> dict:
+def random_weights(name: str, train: Dataset, side: int, path: Path) -> WeightsMeta:
     """Seeded random weights of the network `name` with BatchNorm statistics measured on 64 of `train`'s photos,
     written to `path` as a resnetlab weights file; returns its metadata."""
     torch.manual_seed(0)
@@ -165,12 +166,12 @@ def random_weights(name: str, train: Dataset, side: int, path: Path) -> dict:
         sample(train, 64, 0, PICK), 16, train=False, mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD)
     )
     reestimate(model.train(), norms, (x for x, _ in photos))
-    meta = {
-        "model": name, "args": {}, "num_classes": len(train.classes), "in_chans": 3,
-        "classes": list(train.classes), "input_size": [3, side, side], "resize": round(side / CENTRE_CROP),
-        "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "dataset": train.info.name,
-    }  # fmt: skip
-    save_weights(path, model.eval().state_dict(), meta)
+    meta = WeightsMeta(
+        model=name, num_classes=len(train.classes), in_chans=3, classes=tuple(train.classes),
+        input_size=(3, side, side), resize=round(side / CENTRE_CROP), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        dataset=train.info.name,
+    )  # fmt: skip
+    save_weights(path, model.eval().state_dict(), meta.to_dict())
     return meta
 
 

@@ -43,7 +43,7 @@ def test_a_v1_checkpoint_reads_as_one_type_and_goes_back_to_the_same_file_conten
     state = checkpoint.state
     assert (state.epoch, state.batch_in_epoch, state.step) == (1, 10, 66)  # stopped in epoch 2 (fixtures/README)
     assert state.best == Best(top1=1.0, epoch=1) and state.partial.seen == 160 and len(state.rows) == 1
-    assert checkpoint.ema is not None and checkpoint.weights_meta["model"] == "resnet8"
+    assert checkpoint.ema is not None and checkpoint.weights_meta.model == "resnet8"
     assert same(checkpoint.to_dict(), {k: v for k, v in raw.items() if k != "format"})  # symmetric, key for key
     checkpoint.save(tmp_path / "last.pt")
     again = Checkpoint.load(tmp_path)
@@ -81,9 +81,9 @@ def test_a_v1_run_is_not_resumed_but_its_weights_evaluate_export_and_start_a_new
     assert "written by an earlier resnetlab (resnetlab-checkpoint-v1)" in err and f"init={run}" in err
     assert len(err.strip().splitlines()) == 1
     state, meta = read_state_dict(run / "last.pt")  # init= of a checkpoint: its model's weights and metadata
-    assert meta["model"] == "resnet8" and state.keys() == Checkpoint.from_dict(v1_raw(), run).model.keys()
+    assert meta.model == "resnet8" and state.keys() == Checkpoint.from_dict(v1_raw(), run).model.keys()
     model, meta = resnetlab.load(run)  # best.safetensors
-    assert meta["classes"] and not model.training
+    assert meta.classes and not model.training
     scored = resnetlab.evaluate(run, split="val", device="cpu", precision="fp32")
     assert 0.0 <= scored["top1"] <= 1.0 and "the run's own split" in scored["dataset"]
     assert main(["export", str(run), "format=onnx", f"out={tmp_path / 'm.onnx'}"]) == 0

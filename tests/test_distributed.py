@@ -181,7 +181,7 @@ model, meta = resnetlab.load(result.run_dir)
 test = load_dataset("synthetic", "test")
 
 def score(rank, size, total=None):
-    loader = BatchLoader(test, 64, train=False, mean=meta["mean"], std=meta["std"], rank=rank, world_size=size)
+    loader = BatchLoader(test, 64, train=False, mean=meta.mean, std=meta.std, rank=rank, world_size=size)
     s = evaluate(model, loader, torch.device("cpu"), None, len(test.classes), total)
     return {"count": s["count"], "top1": s["top1"], "loss": s["loss"], "confusion": s["confusion"].tolist()}
 

@@ -81,7 +81,7 @@ def test_finetune_from_a_torchvision_state_dict_learns_the_folder(
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("loaded"))
     assert "loaded 120 tensors" in line and "dropped fc.weight (1000, 512) != (3, 512)" in line
     model, meta = resnetlab.load(result.run_dir)
-    assert meta["classes"] == ["blue", "green", "red"] and model.fc.out_features == 3
+    assert meta.classes == ("blue", "green", "red") and model.fc.out_features == 3
 
 
 def test_frozen_parameters_are_bitwise_unchanged(folder, torchvision_weights, tmp_path):
@@ -182,7 +182,7 @@ def test_export_cli_and_safetensors(small_weights, tmp_path, capsys):
     assert "largest difference" in capsys.readouterr().out
     assert main(["export", str(small_weights), "format=safetensors", f"out={tmp_path / 'w.safetensors'}"]) == 0
     model, meta = resnetlab.load(tmp_path / "w.safetensors")
-    assert meta["classes"] == sorted(COLOURS)
+    assert list(meta.classes) == sorted(COLOURS)
     assert main(["export", str(small_weights), "format=tflite"]) == 2
 
 

@@ -37,10 +37,10 @@ def run(tmp_path_factory):
 def val_images(run):
     """The run's validation images, prepared as evaluation prepares them, and their labels."""
     _, meta = load(run)
-    record = meta["split"]
-    splits = load_splits("synthetic", val_fraction=record["val_fraction"], seed=record["seed"],
-                         limit_train=record["limit_train"], need=("val",))  # fmt: skip
-    loader = BatchLoader(splits.val, 1000, train=False, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    record = meta.split
+    splits = load_splits("synthetic", val_fraction=record.val_fraction, seed=record.seed,
+                         limit_train=record.limit_train, need=("val",))  # fmt: skip
+    loader = BatchLoader(splits.val, 1000, train=False, mean=meta.mean, std=meta.std)
     x, y = next(iter(loader))
     return x.numpy(), y.numpy()
 
@@ -83,9 +83,9 @@ def test_calibration_is_a_seeded_sample_of_the_training_part_only(run, tmp_path,
     for seed in (0, 0, 1):
         q.quantize(run, tmp_path / "m.int8.onnx", calibration_images=32, check_images=10, seed=seed)
     _, meta = load(run)
-    record = meta["split"]
-    splits = load_splits("synthetic", val_fraction=record["val_fraction"], seed=record["seed"],
-                         limit_train=record["limit_train"])  # fmt: skip
+    record = meta.split
+    splits = load_splits("synthetic", val_fraction=record.val_fraction, seed=record.seed,
+                         limit_train=record.limit_train)  # fmt: skip
     train, val = set(splits.train.positions()), set(splits.val.positions())
     for cal in seen:
         assert cal.split == "train" and len(cal) == 32

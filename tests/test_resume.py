@@ -126,7 +126,7 @@ def test_torchvision_style_weights_keep_imagenet_normalisation(tmp_path):
     result = fit(load_config(None, SETTINGS + [f"out={tmp_path}", f"init={tmp_path / 'foreign.pth'}", "epochs=1"]))
     config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert config["data"]["mean"] == list(IMAGENET_MEAN) and config["data"]["std"] == list(IMAGENET_STD)
-    assert resnetlab.load(result.run_dir)[1]["mean"] == list(IMAGENET_MEAN)
+    assert resnetlab.load(result.run_dir)[1].mean == tuple(IMAGENET_MEAN)
     own = fit(
         load_config(
             None,
@@ -134,7 +134,7 @@ def test_torchvision_style_weights_keep_imagenet_normalisation(tmp_path):
             + [f"out={tmp_path}", "data.mean=[0.5]", f"init={tmp_path / 'foreign.pth'}", "epochs=1", "data.std=[0.25]"],
         )
     )
-    assert resnetlab.load(own.run_dir)[1]["mean"] == [0.5]  # the user's choice wins
+    assert resnetlab.load(own.run_dir)[1].mean == (0.5,)  # the user's choice wins
 
 
 def test_auto_precision_uses_bf16_only_where_it_is_native(monkeypatch):

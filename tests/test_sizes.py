@@ -77,9 +77,9 @@ def test_predict_prepares_a_file_as_evaluation_did_and_init_keeps_the_scheme(tmp
     from resnetlab.inference import load
 
     _, meta = load(result.run_dir)
-    assert meta["input_size"] == [3, 16, 16] and meta["resize"] == 20  # 16 / 0.8
+    assert meta.input_size == (3, 16, 16) and meta.resize == 20  # 16 / 0.8
     data = load_dataset(str(folder), "train", image_size=16, centre_crop=0.8, val_fraction=0.0)
-    loaded, _ = next(iter(BatchLoader(data, 8, train=False, mean=meta["mean"], std=meta["std"])))
+    loaded, _ = next(iter(BatchLoader(data, 8, train=False, mean=meta.mean, std=meta.std)))
     prepared, skipped = preprocess([folder / f for f in data.files], meta)
     assert not skipped and torch.allclose(prepared, loaded, atol=1e-5)
     again = with_init_defaults(load_config(None, []), meta)

@@ -38,7 +38,7 @@ def test_default_holdout_is_stratified_seeded_and_disjoint_from_test():
     source = np.bincount(load_splits("synthetic", val_fraction=0.0).train.labels, minlength=10)
     held = np.bincount(val.labels, minlength=10)
     assert np.all(np.abs(held - source / 10) <= 1)  # every class keeps its share (within rounding)
-    assert test.split == "test" and splits.record["method"] == "stratified hold-out"
+    assert test.split == "test" and splits.record.method == "stratified hold-out"
     again = load_splits("synthetic", need=("val",)).val
     assert np.array_equal(again.positions(), val.positions())  # the same settings, the same images
     other = load_splits("synthetic", seed=1).val
@@ -68,10 +68,10 @@ def make_split_folder(root: Path, parts=("train", "val", "test"), per_class=4) -
 
 def test_folder_layouts(tmp_path):
     full = load_splits(str(make_split_folder(tmp_path / "a")), image_size=8)
-    assert full.record["method"] == "folder" and len(full.val) == 8 and len(full.test) == 8
+    assert full.record.method == "folder" and len(full.val) == 8 and len(full.test) == 8
     assert full.train.info.name == "a"  # shown by the folder's own name, not "train"
     no_val = load_splits(str(make_split_folder(tmp_path / "b", ("train", "test"), 10)), image_size=8)
-    assert no_val.record["method"] == "stratified hold-out" and len(no_val.val) == 2 and len(no_val.test) == 20
+    assert no_val.record.method == "stratified hold-out" and len(no_val.val) == 2 and len(no_val.test) == 20
     assert set(no_val.val.files).isdisjoint(no_val.train.files) and all("train" in f for f in no_val.val.files)
     flat = tmp_path / "c"
     for c in ("x", "y"):
@@ -79,7 +79,7 @@ def test_folder_layouts(tmp_path):
             save(flat / c / f"{i}.png", (i * 20, 0, 0))
     parts = load_splits(str(flat), image_size=8)
     assert parts.test is None and len(parts.val) == 2 and sorted(np.bincount(parts.val.labels)) == [1, 1]
-    assert digest(parts.val) == parts.record["val_digest"]
+    assert digest(parts.val) == parts.record.val_digest
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_a_default_run_selects_on_validation_and_scores_test_once(held_out_run):
     tops = [r["val_top1"] for r in held_out_run.rows]
     assert summary["best_val_top1"] == max(tops) and summary["best_epoch"] == 1 + tops.index(max(tops))
     meta = resnetlab.load(run)[1]
-    assert meta["epoch"] == summary["best_epoch"] and meta["split"]["seed"] == 0
+    assert meta.extra["epoch"] == summary["best_epoch"] and meta.split.seed == 0
     assert 0.0 <= summary["test_top1"] <= 1.0
 
 
@@ -125,7 +125,7 @@ def test_training_on_everything_selects_nothing_and_labels_test_as_display_only(
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "test_top1" in header and "val_top1" not in header
     assert summary["split"]["train_count"] == 1000
-    assert resnetlab.load(run)[1]["epoch"] == 2  # best = last
+    assert resnetlab.load(run)[1].extra["epoch"] == 2  # best = last
 
 
 def test_a_folder_changed_since_the_run_is_not_scored_as_if_it_were_the_same(tmp_path, capsys):

@@ -102,7 +102,7 @@ def test_eval_and_predict_on_a_saved_run(finished_run, tmp_path):
     probs = [p for _, p in predictions[0]["top"]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
     model, meta = resnetlab.load(finished_run.run_dir)
-    assert meta["classes"][0] == "class0" and meta["input_size"] == [3, 32, 32] and not model.training
+    assert meta.classes[0] == "class0" and meta.input_size == (3, 32, 32) and not model.training
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])

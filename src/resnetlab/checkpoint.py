@@ -28,6 +28,7 @@ import torch
 
 from .errors import UserError
 from .files import atomic_write, load_plain, write_bytes
+from .records import WeightsMeta
 
 if TYPE_CHECKING:
     from .training.distributed import World
@@ -142,7 +143,7 @@ class Checkpoint:
     """Everything a run needs to continue exactly (last.pt)."""
 
     config: dict[str, Any]  # TrainConfig.to_dict()
-    weights_meta: dict[str, Any]  # what the run's weights files carry: architecture, classes, preprocessing, split
+    weights_meta: WeightsMeta | None  # what the run's weights files carry: architecture, classes, preprocessing, split
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]  # with plain-number learning rates
     ema: dict[str, torch.Tensor] | None
@@ -153,6 +154,7 @@ class Checkpoint:
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (tensors, numbers, strings, lists, dicts): loadable with weights_only=True."""
         parts = {name: getattr(self, name) for name in COMPONENTS}
+        parts["weights_meta"] = self.weights_meta.to_dict() if self.weights_meta else {}
         return {**parts, **asdict(self.state), "rng": asdict(self.rng)}
 
     @classmethod
@@ -178,7 +180,9 @@ class Checkpoint:
             rng = RngState(**raw["rng"])
         except TypeError as err:
             raise UserError(f"{path} holds a malformed checkpoint ({err})") from err
-        return cls(**{name: raw.get(name) for name in COMPONENTS}, state=state, rng=rng)
+        parts = {name: raw.get(name) for name in COMPONENTS}
+        parts["weights_meta"] = WeightsMeta.read(raw["weights_meta"], path)
+        return cls(**parts, state=state, rng=rng)
 
     def save(self, path: Path) -> None:
         save_checkpoint(path, self.to_dict())

@@ -31,6 +31,7 @@ from torch import nn
 from .errors import UserError
 from .files import atomic_write, chosen_output, refuse_run_file, save_weights
 from .inference import load
+from .records import WeightsMeta
 from .runtimes import META_FILE, SUFFIX, require_onnx
 
 FORMATS = ("onnx", "pt2", "torchscript", "safetensors")
@@ -78,12 +79,12 @@ def export(
 
 
 def _export_and_check(
-    model: nn.Module, meta: dict, fmt: str, path: Path, dynamic_batch: bool, check_batch: int, opset: int
+    model: nn.Module, meta: WeightsMeta, fmt: str, path: Path, dynamic_batch: bool, check_batch: int, opset: int
 ) -> ExportResult:
     if fmt == "safetensors":
-        save_weights(path, model.state_dict(), meta)
+        save_weights(path, model.state_dict(), meta.to_dict())
         return ExportResult(path, fmt, None, ())
-    shape = tuple(meta["input_size"])
+    shape = tuple(meta.input_size)
     batches = (1, check_batch) if dynamic_batch else (check_batch,)
     example = torch.randn(batches[-1] if not dynamic_batch else 2, *shape)
     if fmt == "torchscript":
@@ -109,31 +110,31 @@ def _export_and_check(
     return ExportResult(path, fmt, diff, batches)
 
 
-def deployment_meta(meta: dict) -> dict[str, str]:
+def deployment_meta(meta: WeightsMeta) -> dict[str, str]:
     """What a runtime needs beside the weights, as strings: one key per fact, and everything under "resnetlab"."""
-    channels, height, width = meta["input_size"]
-    resize = meta.get("resize") or height
+    channels, height, width = meta.input_size
+    resize = meta.resized_side
     return {
-        "resnetlab": json.dumps(meta),
-        "model_name": meta["model"],
-        "classes": json.dumps(meta["classes"]),
-        "input_size": json.dumps(meta["input_size"]),  # C, H, W of the tensor "images" (batch first)
+        "resnetlab": json.dumps(meta.to_dict()),
+        "model_name": meta.model,
+        "classes": json.dumps(list(meta.classes)),
+        "input_size": json.dumps(list(meta.input_size)),  # C, H, W of the tensor "images" (batch first)
         "resize": str(resize),  # shorter side resized to this, then ...
         "crop": json.dumps([height, width]),  # ... the centre crop
-        "mean": json.dumps(meta["mean"]),  # of pixel values scaled to [0, 1], per channel
-        "std": json.dumps(meta["std"]),
+        "mean": json.dumps(list(meta.mean)),  # of pixel values scaled to [0, 1], per channel
+        "std": json.dumps(list(meta.std)),
         "preprocessing": (
             f"{'greyscale' if channels == 1 else 'RGB'}; shorter side resized to {resize} px, centre crop "
             f"{height}x{width}; pixel / 255, then (x - mean) / std per channel; input 'images' (N, {channels}, "
-            f"{height}, {width}) float32, output 'logits' (N, {meta['num_classes']}); softmax gives probabilities"
+            f"{height}, {width}) float32, output 'logits' (N, {meta.num_classes}); softmax gives probabilities"
         ),
     }
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta: dict):
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta: WeightsMeta):
     # TorchScript is deprecated upstream in favour of torch.export, but it is still what many C++ and mobile
     # runtimes load; the user asked for it by name, so its deprecation warnings are not repeated here.
-    extra = {META_FILE: json.dumps(meta)}
+    extra = {META_FILE: json.dumps(meta.to_dict())}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(model, example, check_trace=False)
@@ -147,7 +148,7 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, met
     return run
 
 
-def _export_pt2(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, meta: dict):
+def _export_pt2(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, meta: WeightsMeta):
     """torch.export's ExportedProgram: the graph ATen-level, loadable without resnetlab's code."""
     from torch.export import Dim
 
@@ -158,7 +159,7 @@ def _export_pt2(model: nn.Module, example: torch.Tensor, path: Path, dynamic_bat
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: torch.export warns about a temporary name not ending in .pt2
-            torch.export.save(program, f, extra_files={META_FILE: json.dumps(meta)})
+            torch.export.save(program, f, extra_files={META_FILE: json.dumps(meta.to_dict())})
 
     atomic_write(path, write)
     loaded = torch.export.load(str(path)).module()
@@ -170,7 +171,9 @@ def _export_pt2(model: nn.Module, example: torch.Tensor, path: Path, dynamic_bat
     return run
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int, meta: dict):
+def _export_onnx(
+    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int, meta: WeightsMeta
+):
     ort = require_onnx("ONNX export")
     import onnx
 
@@ -192,7 +195,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_ba
             )
         graph = onnx.load(str(tmp))
         onnx.helper.set_model_props(graph, deployment_meta(meta))
-        graph.doc_string = f"resnetlab {meta['model']}: {deployment_meta(meta)['preprocessing']}"
+        graph.doc_string = f"resnetlab {meta.model}: {deployment_meta(meta)['preprocessing']}"
         onnx.save(graph, str(tmp))
 
     atomic_write(path, write)

@@ -26,70 +26,44 @@ from .errors import UserError
 from .evaluation import evaluate as evaluate_loader
 from .models import create_model
 from .models.pretrained import load_into, read_state_dict, resolve_weights_path
+from .records import WeightsMeta
 from .run_split import RunSplit, data_name, is_own_data, load_run_split
 from .runtimes import ExportedModel, Logits, is_export, open_export
 from .training.device import resolve_device, resolve_precision
 
 
-def load(source: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load(source: str | Path, device: str = "cpu") -> tuple[nn.Module, WeightsMeta]:
     """(model in eval mode, metadata: model name, classes, input_size, mean, std, ...) from a run or .safetensors."""
     path = resolve_weights_path(source)
     state, meta = read_state_dict(path)
-    if not meta.get("model"):
+    if meta is None:
         raise UserError(
             f"{path} carries no resnetlab metadata (model name, classes); to use foreign weights, "
             "fine-tune them with `resnetlab finetune init=...`"
         )
-    check_meta(meta, path)
     try:
-        args = meta.get("args", {})
-        model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"], **args)
+        model = create_model(meta.model, num_classes=meta.num_classes, in_chans=meta.in_chans, **meta.args)
     except (TypeError, UserError) as err:  # an unknown model name or arguments its builder does not take
         raise UserError(f"{path} has malformed resnetlab metadata ({err})") from err
     report = load_into(model, state)
     if report.missing or report.dropped:
-        raise UserError(
-            f"{path} does not match {meta['model']}: missing {report.missing[:3]}, extra {report.dropped[:3]}"
-        )
+        raise UserError(f"{path} does not match {meta.model}: missing {report.missing[:3]}, extra {report.dropped[:3]}")
     return model.to(resolve_device(device)).eval(), meta
 
 
-META_TYPES = {"num_classes": int, "in_chans": int, "classes": list, "input_size": list, "mean": list, "std": list}
-
-
-def check_meta(meta: dict[str, Any], path: Path) -> None:
-    """The metadata that load() relies on is there and consistent; else one sentence naming what is wrong."""
-    bad = [key for key, kind in META_TYPES.items() if not isinstance(meta.get(key), kind)]
-    if not isinstance(meta.get("args", {}), dict):
-        bad.append("args")
-    if not bad:
-        channels = meta["in_chans"]
-        if len(meta["classes"]) != meta["num_classes"]:
-            bad.append(f"classes ({len(meta['classes'])} names for {meta['num_classes']} classes)")
-        if len(meta["input_size"]) != 3 or meta["input_size"][0] != channels:
-            bad.append(f"input_size ({meta['input_size']} for {channels} channels)")
-        if len(meta["mean"]) != len(meta["std"]) or len(meta["mean"]) not in (1, channels):  # 1: for every channel
-            bad.append(f"mean/std ({len(meta['mean'])}/{len(meta['std'])} values for {channels} channels)")
-    if bad:
-        raise UserError(
-            f"{path} has malformed resnetlab metadata ({', '.join(bad)} missing or wrong); export it again "
-            "from its run with `resnetlab export RUN format=safetensors`"
-        )
-
-
-def normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
+def normalise(images: np.ndarray, meta: WeightsMeta) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float (N, C, H, W), normalised with the weights' mean and std."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std).view(1, -1, 1, 1)
     return (x - mean) / std
 
 
-def preprocess(images: list[Path], meta: dict[str, Any]) -> tuple[torch.Tensor | None, list[tuple[str, str]]]:
+def preprocess(images: list[Path], meta: WeightsMeta) -> tuple[torch.Tensor | None, list[tuple[str, str]]]:
     """Image files -> ((N, C, H, W) float of the readable ones, prepared exactly as the training images were,
     or None), and (file, reason) for each file that could not be used."""
-    channels, height, width = meta["input_size"]
-    resize = meta.get("resize") or height  # weights from before resnetlab recorded it: resized straight to size
+    channels, height, width = meta.input_size
+    resize = meta.resized_side
     top, left = centre_offsets((resize, resize), (height, width))
     batch, skipped = [], []
     for image in images:
@@ -132,7 +106,7 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
 Batch = tuple[list[Path], list[Path], torch.Tensor | None, list[tuple[str, str]]]
 
 
-def image_batches(files: list[Path], meta: dict[str, Any], batch_size: int, what: str) -> Iterator[Batch]:
+def image_batches(files: list[Path], meta: WeightsMeta, batch_size: int, what: str) -> Iterator[Batch]:
     """The files prepared for the network `batch_size` at a time, with a progress bar on a terminal."""
     if batch_size < 1:
         raise UserError(f"batch_size={batch_size} should be a positive number of images, such as 64")
@@ -145,13 +119,11 @@ def image_batches(files: list[Path], meta: dict[str, Any], batch_size: int, what
             bar.update(len(chunk))
 
 
-def classifier(source: str | Path, device: str = "cpu") -> tuple[Logits, dict[str, Any]]:
+def classifier(source: str | Path, device: str = "cpu") -> tuple[Logits, WeightsMeta]:
     """(images -> logits on the CPU, metadata) from a run, a weights file, or an ONNX / torch.export / TorchScript
     export that resnetlab wrote (run by ONNX Runtime or PyTorch, with the metadata stored inside it)."""
     if is_export(source):
-        logits, meta = open_export(source)
-        check_meta(meta, Path(source))
-        return logits, meta
+        return open_export(source)
     model, meta = load(source, device)
     where = next(model.parameters()).device
 
@@ -200,10 +172,9 @@ def predict(
         reasons = dict(skipped)
         tops = iter([])
         if x is not None:
-            values, indices = logits(x).float().softmax(1).topk(min(topk, len(meta["classes"])), 1)
+            values, indices = logits(x).float().softmax(1).topk(min(topk, len(meta.classes)), 1)
             tops = iter(
-                [(meta["classes"][i], float(p)) for p, i in zip(v.tolist(), ix.tolist())]
-                for v, ix in zip(values, indices)
+                [(meta.classes[i], float(p)) for p, i in zip(v.tolist(), ix.tolist())] for v, ix in zip(values, indices)
             )
         results += [
             {"file": str(p), "skipped": reasons[str(p)]} if str(p) in reasons else {"file": str(p), "top": next(tops)}
@@ -264,8 +235,9 @@ def evaluate(
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    mean, std = tuple(meta["mean"]), tuple(meta["std"])
-    loader = BatchLoader(dataset, batch_size, train=False, mean=mean, std=std, device=dev, channels_last=channels_last)
+    loader = BatchLoader(
+        dataset, batch_size, train=False, mean=meta.mean, std=meta.std, device=dev, channels_last=channels_last
+    )
     result = evaluate_loader(model, loader, dev, dtype, len(dataset.classes), tta=tta == "flip")
     own = ", the run's own split" if run_split.own and split != "test" else ""
     described = f"{run_split.shown} ({split}, {len(dataset):,} images{own}{', flip TTA' if tta == 'flip' else ''})"
@@ -273,12 +245,12 @@ def evaluate(
 
 
 def evaluation_images(
-    source: str | Path, meta: dict[str, Any], data: str | None, split: str, limit: int, options: dict[str, Any]
+    source: str | Path, meta: WeightsMeta, data: str | None, split: str, limit: int, options: dict[str, Any]
 ) -> tuple[Dataset, RunSplit, list[str]]:
     """The images to score: the split of the weights' own data as their run made it (or of `data`), checked
     against the run's record and the model's classes; notes on what a figure of them means."""
     notes: list[str] = []
-    if meta.get("split") is None and is_own_data(meta, data) and not options and data_name(meta, data):
+    if meta.split is None and is_own_data(meta, data) and not options and data_name(meta, data):
         options, notes = legacy_split(source, split)
     run_split = load_run_split(meta, data, (split,), options or None)
     dataset = run_split.splits.part(split)
@@ -286,12 +258,12 @@ def evaluation_images(
     if dataset is None:
         why = "held out no validation images (val_fraction=0)" if split == "val" else "has no test split"
         raise UserError(f"{name} {why}; evaluate split=train{' or split=test' if split == 'val' else ' or split=val'}")
-    run_split.check_unchanged(meta.get("split") or {}, (split,), source, "scoring")
+    run_split.check_unchanged(meta.split, (split,), source, "scoring")
     if limit:
         dataset = sample(dataset, limit, seed=0, purpose=0)
-    if list(dataset.classes) != list(meta["classes"]):
+    if list(dataset.classes) != list(meta.classes):
         raise UserError(
-            f"{name} has classes {dataset.classes[:4]}...; the model was trained on {meta['classes'][:4]}..."
+            f"{name} has classes {dataset.classes[:4]}...; the model was trained on {list(meta.classes[:4])}..."
         )
     return dataset, run_split, notes
 

@@ -35,6 +35,7 @@ from .errors import UserError
 from .export import export
 from .files import atomic_write, chosen_output, refuse_run_file
 from .inference import load
+from .records import WeightsMeta
 from .run_split import data_name, load_run_split
 from .runtimes import require_onnx
 from .training.device import cpu_description
@@ -77,32 +78,32 @@ def session(path: str | Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def prepared_batches(dataset: Dataset, meta: dict[str, Any], batch_size: int = BATCH) -> Iterator[np.ndarray]:
+def prepared_batches(dataset: Dataset, meta: WeightsMeta, batch_size: int = BATCH) -> Iterator[np.ndarray]:
     """float32 (B, C, H, W) batches of `dataset` in order, prepared exactly as evaluation prepares them."""
-    loader = BatchLoader(dataset, batch_size, train=False, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    loader = BatchLoader(dataset, batch_size, train=False, mean=meta.mean, std=meta.std)
     for x, _ in loader:
         yield x.numpy()
 
 
-def logits(sess: Any, dataset: Dataset, meta: dict[str, Any], batch_size: int = BATCH) -> np.ndarray:
+def logits(sess: Any, dataset: Dataset, meta: WeightsMeta, batch_size: int = BATCH) -> np.ndarray:
     """(N, num_classes) logits of an ONNX session on every image of `dataset`."""
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x})[0] for x in prepared_batches(dataset, meta, batch_size)])
 
 
 def run_data(
-    source: str | Path, meta: dict[str, Any], data: str | None, need: tuple[str, ...]
+    source: str | Path, meta: WeightsMeta, data: str | None, need: tuple[str, ...]
 ) -> tuple[dict[str, Dataset | None], str, bool]:
     """The parts of the data the run was trained on ({"train", "val", "test"}: rebuilt from the split recorded
     in the weights, or those of `data` with a seeded 0.1 hold-out), the data's name, and whether they are
     the run's own parts."""
-    if not data_name(meta, data) or (meta.get("split") is None and data is None):
+    if not data_name(meta, data) or (meta.split is None and data is None):
         raise UserError(
             f"{source} does not record the training split it was made from, so its calibration images cannot be "
             "rebuilt; say where to take them from: data=fashion-mnist, data=cifar10 or data=path/to/folder"
         )
     run_split = load_run_split(meta, data, need)
-    run_split.check_unchanged(meta.get("split") or {}, need, source, "calibration")
+    run_split.check_unchanged(meta.split, need, source, "calibration")
     return {part: run_split.splits.part(part) for part in need}, run_split.shown, run_split.own
 
 
@@ -138,10 +139,10 @@ def quantize(
     parts, name, own = run_data(source, meta, data, ("train", "val"))
     train, val = parts["train"], parts["val"]
     shape = [int(train.images.shape[-1]), *train.view()]
-    if shape != list(meta["input_size"]):
+    if shape != list(meta.input_size):
         raise UserError(
             f"{name} has images of {'x'.join(map(str, shape))} (C x H x W) but {source} takes "
-            f"{'x'.join(map(str, meta['input_size']))}; calibrate on the data it was trained on (data=)"
+            f"{'x'.join(map(str, meta.input_size))}; calibrate on the data it was trained on (data=)"
         )
     whose = "the run's" if own else f"{name}'s"
     # Calibration: a stratified seeded sample of the training images.
@@ -150,7 +151,7 @@ def quantize(
     calibration = train.subset(picked, "train", f"calibration sample of {n}, seed {seed}")
     calibration_text = f"{n:,} of {whose} {len(train):,} training images (seed {seed})"
     check, checked = comparison_images(train, val, picked, calibration, check_images, seed, whose, name)
-    classes_match = list(check.classes) == list(meta["classes"])
+    classes_match = list(check.classes) == list(meta.classes)
     with chosen_output(path), tempfile.TemporaryDirectory(prefix="resnetlab-quantize-") as tmp:
         work = Path(tmp)
         fp32 = export(source, "onnx", work / "fp32.onnx").path  # checked against PyTorch by export itself
@@ -230,7 +231,7 @@ class _Reader:
         return None if x is None else {self.input_name: x}
 
 
-def _quantize_static(fp32: Path, work: Path, calibration: Dataset, meta: dict[str, Any]) -> None:
+def _quantize_static(fp32: Path, work: Path, calibration: Dataset, meta: WeightsMeta) -> None:
     """work/int8.onnx: fp32 (shape-inferred and optimised first) with QDQ int8 weights per channel and uint8
     activations calibrated by min/max on `calibration`."""
     import onnx

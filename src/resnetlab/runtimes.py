@@ -16,6 +16,7 @@ from types import ModuleType
 import torch
 
 from .errors import UserError
+from .records import WeightsMeta
 
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 META_FILE = "resnetlab.json"  # the metadata's name inside .pt2 and TorchScript archives
@@ -40,7 +41,7 @@ def is_export(source: str | Path) -> bool:
     return str(source).endswith(EXPORT_SUFFIXES) and Path(source).is_file()
 
 
-def open_export(path: str | Path) -> tuple[Logits, dict]:
+def open_export(path: str | Path) -> tuple[Logits, WeightsMeta]:
     """(images -> logits, resnetlab metadata) of an ONNX, torch.export or TorchScript file that resnetlab wrote."""
     path = Path(path)
     if path.name.endswith(SUFFIX["onnx"]):
@@ -56,12 +57,12 @@ def open_export(path: str | Path) -> tuple[Logits, dict]:
             except Exception as err:  # a damaged file, or a pickled checkpoint given this name
                 raise UserError(f"{path} is not a TorchScript file ({str(err).splitlines()[0]})") from None
         logits, raw, fixed_batch = module, extra[META_FILE], None  # a trace runs at any batch size
-    if not raw:
+    meta = WeightsMeta.read(json.loads(raw if isinstance(raw, str) else raw.decode()) if raw else None, path)
+    if meta is None:
         raise UserError(
             f"{path} carries no resnetlab metadata (class names, input size, mean/std); export it again from its "
             f"run with `resnetlab export RUN format=...` (resnetlab writes them since this version)"
         )
-    meta = json.loads(raw if isinstance(raw, str) else raw.decode())
     return (_in_fixed_batches(logits, fixed_batch) if fixed_batch else _no_grad(logits)), meta
 
 

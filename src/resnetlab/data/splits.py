@@ -21,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
+from ..records import SplitRecord
 from .dataset import Dataset
 
 SPLIT_METHOD = "stratified-v1"  # recorded with every run: the algorithm below, so that a change is detectable
@@ -107,7 +108,7 @@ class Splits:
     train: Dataset | None
     val: Dataset | None
     test: Dataset | None
-    record: dict[str, Any] = field(default_factory=dict)
+    record: SplitRecord | None = None  # how they were made (None: parts made by hand, e.g. in a test)
 
     def part(self, split: str) -> Dataset | None:
         return {"train": self.train, "val": self.val, "test": self.test}[split]
@@ -159,14 +160,8 @@ def split_parts(
     own_val = parts.get("val")
     carve = own_val is None and val_fraction > 0
     method = "folder" if own_val is not None else ("stratified hold-out" if carve else "none")
-    record: dict[str, Any] = {
-        "method": method,
-        "algorithm": SPLIT_METHOD,
-        "val_fraction": val_fraction if carve else 0.0,
-        "seed": seed,
-        "limit_train": limit_train,
-        "limit_val": limit_val,
-    }
+    settings = {"val_fraction": val_fraction if carve else 0.0, "seed": seed}
+    settings |= {"limit_train": limit_train, "limit_val": limit_val}
     train = val = test = None
     if "train" in need or ("val" in need and carve):
         source_train = parts["train"]()  # type: ignore[misc]
@@ -181,21 +176,11 @@ def split_parts(
         val = sample(val, limit_val, seed, _LIMIT_VAL)
     if "test" in need and parts.get("test") is not None:
         test = parts["test"]()  # type: ignore[misc]
+    facts: dict[str, Any] = {}
     for name, part in (("train", train), ("val", val), ("test", test)):
         if part is not None:
-            record[f"{name}_count"] = len(part)
+            facts[f"{name}_count"] = len(part)
             if name != "test":
-                record[f"{name}_digest"] = digest(part)
+                facts[f"{name}_digest"] = digest(part)
+    record = SplitRecord(method, SPLIT_METHOD, **settings, **facts)
     return Splits(train if "train" in need else None, val if "val" in need else None, test, record)
-
-
-def describe(record: dict[str, Any]) -> str:
-    """One line for the log: how the validation images were chosen."""
-    if record.get("method") == "stratified hold-out":
-        return (
-            f"validation: {record.get('val_count', '?'):,} images held out of train "
-            f"(stratified, {record['val_fraction']:g}, split seed {record['seed']})"
-        )
-    if record.get("method") == "folder":
-        return f"validation: the data's own val folder ({record.get('val_count', '?'):,} images)"
-    return "validation: none (val_fraction=0); nothing is selected, the last epoch is the result"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +17,7 @@ from torch import nn
 from ..checkpoint import Checkpoint, is_checkpoint
 from ..errors import UserError
 from ..files import load_plain, read_weights
+from ..records import WeightsMeta
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "ema", "state_dict_ema")
 
@@ -28,7 +28,7 @@ class LoadReport:
     dropped: list[str] = field(default_factory=list)  # in the file, not used (head of another size, extra keys)
     adapted: list[str] = field(default_factory=list)  # reshaped to fit (first conv's input channels)
     missing: list[str] = field(default_factory=list)  # in the model, not in the file (kept at their init)
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: WeightsMeta | None = None
 
     def line(self, source: str) -> str:
         parts = [f"loaded {self.loaded} tensors from {source}"]
@@ -54,15 +54,16 @@ def resolve_weights_path(source: str | Path) -> Path:
     return path
 
 
-def read_state_dict(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, resnetlab metadata or {}) from any supported weights file, unwrapped."""
+def read_state_dict(source: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta | None]:
+    """(state dict, resnetlab metadata, or None for foreign weights) from any supported weights file, unwrapped."""
     path = resolve_weights_path(source)
     if path.suffix == ".safetensors":
-        return read_weights(path)
+        state, meta = read_weights(path)
+        return state, WeightsMeta.read(meta, path)
     obj = load_plain(path, "weights file")
     if is_checkpoint(obj):  # a run's last.pt: its model's weights, and its metadata
         checkpoint = Checkpoint.from_dict(obj, path)
-        return checkpoint.model, checkpoint.weights_meta or {}
+        return checkpoint.model, checkpoint.weights_meta
     while isinstance(obj, dict) and not _is_state_dict(obj):
         inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], dict)), None)
         if inner is None:
@@ -70,7 +71,7 @@ def read_state_dict(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
         obj = inner
     if not isinstance(obj, dict) or not _is_state_dict(obj):
         raise UserError(f"{path} holds no state dict of tensors; expected what model.state_dict() returns")
-    return obj, {}
+    return obj, None
 
 
 def _is_state_dict(obj: dict) -> bool:
@@ -99,7 +100,7 @@ def first_conv_key(model: nn.Module) -> str | None:
 
 
 def load_into(
-    model: nn.Module, state: dict[str, torch.Tensor], meta: dict[str, Any] | None = None, new_head: bool = False
+    model: nn.Module, state: dict[str, torch.Tensor], meta: WeightsMeta | None = None, new_head: bool = False
 ) -> LoadReport:
     """Copy every matching tensor of `state` into `model`; report what was loaded, dropped, adapted.
 
@@ -108,7 +109,7 @@ def load_into(
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
     head = getattr(model, "classifier_name", "fc") + "."
     own = model.state_dict()
-    report = LoadReport(meta=meta or {})
+    report = LoadReport(meta=meta)
     conv_key = first_conv_key(model)
     usable = {}
     for key, value in state.items():

@@ -178,11 +178,11 @@ class Run:
     def write_epoch_files(self, row: dict[str, Any], improved: bool) -> None:
         """best.safetensors (when the epoch is the best so far), last.safetensors, metrics.csv, TensorBoard."""
         weights = self.trainer.eval_model.state_dict()
-        tagged = {**self.data.meta, "epoch": row["epoch"], "val_top1": row.get("val_top1")}
+        tagged = self.data.meta.tagged(epoch=row["epoch"], val_top1=row.get("val_top1"))
         if improved:
             selected_on = "val" if self.data.watch_split == "val" else "none: nothing held out, the last epoch"
-            save_weights(self.run_dir / "best.safetensors", weights, {**tagged, "selected_on": selected_on})
-        save_weights(self.run_dir / "last.safetensors", weights, tagged)
+            save_weights(self.run_dir / "best.safetensors", weights, tagged.tagged(selected_on=selected_on).to_dict())
+        save_weights(self.run_dir / "last.safetensors", weights, tagged.to_dict())
         write_metrics(self.run_dir / "metrics.csv", self.state.rows)
         if self.writer is not None:
             for key in row:

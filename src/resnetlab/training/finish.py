@@ -85,7 +85,7 @@ def run_summary(run: Run, selected_epoch: int, final_split: str | None, how: str
         "epochs": len(state.rows),
         "steps": state.rows[-1]["step"] if state.rows else 0,
         "final": state.rows[-1] if state.rows else {},
-        "split": data.splits.record,
+        "split": data.splits.record.to_dict() if data.splits.record else None,
         "selected_on": "val" if data.splits.val is not None else None,
         "best_epoch": selected_epoch,
         "best_val_top1": state.best.top1 if data.splits.val is not None else None,

@@ -16,6 +16,7 @@ from typing import Any
 from ..checkpoint import Checkpoint
 from ..data.sources import same_data
 from ..errors import ConfigError, UserError
+from ..records import SplitRecord
 from .config import TrainConfig, get, validate
 from .settings import from_dict, given_keys
 
@@ -62,19 +63,16 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-SPLIT_KEYS = ("method", "algorithm", "val_fraction", "seed", "limit_train", "limit_val", "train_digest", "val_digest")
-
-
-def check_same_split(checkpoint: Checkpoint, record: dict[str, Any], run_dir: Path) -> None:
+def check_same_split(checkpoint: Checkpoint, record: SplitRecord, run_dir: Path) -> None:
     """A resumed run must train and select on the images it started with."""
-    old = (checkpoint.weights_meta or {}).get("split")
+    old = checkpoint.weights_meta.split if checkpoint.weights_meta else None
     if old is None:
         raise UserError(
             f"{run_dir} was started before resnetlab recorded its data split (its validation images, if any, were "
             f"chosen another way), so it cannot go on with the same images; start a new run from its weights with "
             f"init={run_dir}"
         )
-    differ = [f"{k} {old.get(k)} then, {record.get(k)} now" for k in SPLIT_KEYS if old.get(k) != record.get(k)]
+    differ = old.differences(record)
     if differ:
         raise UserError(
             f"the data of {run_dir} is not what it started with ({'; '.join(differ)}), so resuming would train or "

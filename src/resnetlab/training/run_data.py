@@ -5,11 +5,11 @@ files will carry. Data comes first: a missing dataset fails before a run directo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..data import BatchLoader, Dataset, Splits
 from ..data.splits import SETTLE, sample
 from ..errors import UserError
+from ..records import WeightsMeta
 from .norm_stats import BATCHES
 from .resume import check_same_split
 from .session import Session
@@ -25,7 +25,7 @@ class RunData:
     settle_loader: BatchLoader  # fixed unaugmented training batches, for re-estimating young BatchNorm statistics
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    meta: dict[str, Any]  # what the run's weights files carry
+    meta: WeightsMeta  # what the run's weights files carry
 
     @property
     def train(self) -> Dataset:
@@ -49,7 +49,7 @@ def load_data(session: Session) -> RunData:
     if session.resumed is not None:
         check_same_split(session.resumed, splits.record, session.run_dir)
     if not cfg.data.mean:  # record the normalisation in the config, so that a resumed run uses the same
-        foreign_init = bool(session.init_state) and not session.init_meta
+        foreign_init = bool(session.init_state) and session.init_meta is None
         cfg.data.mean, cfg.data.std = normalisation(train, foreign_init=foreign_init)
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
     rank, size, layout = world.rank, world.size, precision.channels_last

@@ -16,6 +16,7 @@ import torch
 from ..checkpoint import Checkpoint
 from ..errors import RunStopped, TrainingDiverged, UserError
 from ..models.pretrained import read_state_dict
+from ..records import WeightsMeta
 from .config import TrainConfig, validate
 from .device import Precision, choose_precision, resolve_device
 from .distributed import World, continue_after_restart, join
@@ -37,7 +38,7 @@ class Session:
     restarted: bool = False  # run_dir is a restarted group's directory without a checkpoint: start in it
     changed: dict[str, list[Any]] = field(default_factory=dict)  # arithmetic settings a resume changed
     init_state: dict[str, torch.Tensor] = field(default_factory=dict)  # init= weights
-    init_meta: dict[str, Any] = field(default_factory=dict)
+    init_meta: WeightsMeta | None = None  # what resnetlab init weights say of themselves (None: foreign)
 
 
 def open_session(cfg: TrainConfig, leaving: contextlib.ExitStack) -> Session:
@@ -58,7 +59,7 @@ def open_session(cfg: TrainConfig, leaving: contextlib.ExitStack) -> Session:
     torch.manual_seed(cfg.run.seed)
     if not world.is_main:
         log.setLevel(logging.ERROR)  # one voice: rank 0 reports, the others only fail
-    init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and resumed is None else ({}, {})
+    init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and resumed is None else ({}, None)
     cfg, chosen_shape = with_folder_shape(with_absolute_data_path(with_init_defaults(cfg, init_meta)))
     if chosen_shape and world.is_main:
         say(cfg, chosen_shape)

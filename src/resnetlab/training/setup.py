@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -14,6 +13,7 @@ from ..data import AugmentConfig, BatchLoader, Dataset, Splits, load_splits
 from ..data.folders import CENTRE_CROP, natural_shape
 from ..data.sources import NAMES, canonical
 from ..models import create_model, model_info
+from ..records import SplitRecord, WeightsMeta
 from .config import TrainConfig
 
 # torchvision's and timm's ResNets were trained on ImageNet with inputs normalised by these statistics.
@@ -93,19 +93,19 @@ def make_loader(
     )
 
 
-def with_init_defaults(cfg: TrainConfig, meta: dict[str, Any]) -> TrainConfig:
+def with_init_defaults(cfg: TrainConfig, meta: WeightsMeta | None) -> TrainConfig:
     """Fill what the config leaves open from resnetlab init weights: model, image size, channels, normalisation."""
-    model = replace(cfg.model, name=cfg.model.name or meta.get("model") or "resnet20")
-    if meta.get("model") and model.name == meta["model"] and not model.args:
-        model.args = dict(meta.get("args", {}))
-    data = cfg.data
-    if meta.get("input_size"):
-        channels, size, _ = meta["input_size"]
-        data = replace(data, image_size=data.image_size or size, channels=data.channels or channels)
-        if not data.centre_crop and meta.get("resize") and data.image_size == size:  # as the weights were evaluated
-            data = replace(data, centre_crop=size / meta["resize"])
-        if not data.mean and meta.get("mean") and len(meta["mean"]) == data.channels:
-            data = replace(data, mean=list(meta["mean"]), std=list(meta["std"]))
+    if meta is None:  # no init weights, or foreign ones (torchvision, timm) that say nothing of themselves
+        return replace(cfg, model=replace(cfg.model, name=cfg.model.name or "resnet20"))
+    model = replace(cfg.model, name=cfg.model.name or meta.model)
+    if model.name == meta.model and not model.args:
+        model.args = dict(meta.args)
+    channels, size, _ = meta.input_size
+    data = replace(cfg.data, image_size=cfg.data.image_size or size, channels=cfg.data.channels or channels)
+    if not data.centre_crop and meta.resize and data.image_size == size:  # as the weights were evaluated
+        data = replace(data, centre_crop=size / meta.resize)
+    if not data.mean and len(meta.mean) == data.channels:
+        data = replace(data, mean=list(meta.mean), std=list(meta.std))
     return replace(cfg, model=model, data=data)
 
 
@@ -134,24 +134,23 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
     return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, **cfg.model.args)
 
 
-def weights_meta(cfg: TrainConfig, data: Dataset, mean, std, split: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def weights_meta(cfg: TrainConfig, data: Dataset, mean, std, split: SplitRecord | None) -> WeightsMeta:
     """What a weights file needs to be used on its own: architecture, classes, preprocessing, and the data
     split it was trained and selected on (so that `eval` can score exactly the held-out images)."""
-    return {
-        "model": cfg.model.name,
-        "args": cfg.model.args,
-        "num_classes": len(data.classes),
-        "in_chans": int(data.images.shape[-1]),
-        "classes": list(data.classes),
-        "input_size": [int(data.images.shape[-1]), *data.view()],
-        "resize": int(data.images.shape[1]),  # images: shorter side to this, then the centre input_size crop
-        "mean": list(mean),
-        "std": list(std),
-        "dataset": data.info.name,
-        "data": cfg.data.name,
-        "data_path": cfg.data.path,
-        "image_size": cfg.data.image_size,
-        "channels": cfg.data.channels,
-        "split": split,
-        **extra,
-    }
+    return WeightsMeta(
+        model=cfg.model.name,
+        args=cfg.model.args,
+        num_classes=len(data.classes),
+        in_chans=int(data.images.shape[-1]),
+        classes=tuple(data.classes),
+        input_size=(int(data.images.shape[-1]), *data.view()),
+        resize=int(data.images.shape[1]),  # images: shorter side to this, then the centre input_size crop
+        mean=tuple(mean),
+        std=tuple(std),
+        dataset=data.info.name,
+        data=cfg.data.name,
+        data_path=cfg.data.path,
+        image_size=cfg.data.image_size,
+        channels=cfg.data.channels,
+        split=split,
+    )

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..checkpoint import RunState
 from ..data import Dataset
-from ..data.splits import describe
 from ..errors import UserError
 from ..files import atomic_write, remove_orphan_temporaries
 from ..models.summary import count_params
@@ -89,7 +88,7 @@ def announce(
         f"{', channels_last' if precision.channels_last else ''} ({precision.reason}); "
         f"{trainer.epochs} epochs of {trainer.steps_per_epoch} steps",
     )
-    say(cfg, describe(splits.record) + ("; the test split is scored once, at the end" if splits.test else ""))
+    say(cfg, splits.record.describe() + ("; the test split is scored once, at the end" if splits.test else ""))
     say(cfg, f"training images: {data.train_loader.residency.reason}")
     if device.type == "cuda":
         say(cfg, f"CUDA graphs {trainer.graphs_why}")

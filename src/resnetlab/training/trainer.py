@@ -91,7 +91,7 @@ def build_trainer(session: Session, data: RunData) -> Trainer:
         torch.backends.cudnn.benchmark = True
     model = build_model(cfg, data.num_classes, data.in_chans)
     init_meta = session.init_meta
-    other_classes = bool(init_meta.get("classes")) and list(init_meta["classes"]) != list(data.train.classes)
+    other_classes = init_meta is not None and list(init_meta.classes) != list(data.train.classes)
     init_line = ""
     if session.init_state:
         loaded = load_into(model, session.init_state, init_meta, new_head=other_classes)
