@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -54,12 +54,17 @@ class IdxFiles:
     counts: dict[str, int]  # split -> number of images
     content_md5: dict[str, str] = field(default_factory=dict)  # role -> md5 of the decompressed file, if known
     debian_dir: str | None = None  # /usr/share/datasets/<this>, from Debian's dataset-<name> package
-    fetchable: ClassVar[bool] = True
+
+    @property
+    def fetchable(self) -> bool:
+        return bool(self.urls)  # files with no mirror are put in place by hand
 
     def read(self, dataset: NamedDataset, split: str, path: Path | None, allow_download: bool) -> Dataset:
         return load_idx(dataset, split, path, allow_download)
 
     def fetch(self, dataset: NamedDataset, target: Path) -> None:
+        if not self.fetchable:
+            raise UserError(f"{dataset.name} names no address to fetch its files from; put them in {target}")
         fetch_idx(self, target)
 
 
@@ -106,7 +111,7 @@ def load_idx(dataset: NamedDataset, split: str, path: Path | None = None, allow_
     if found:
         return _read_idx_pair(dataset.name, dataset.info, files, split, roles, found[1], str(found[0]))
     tried = [str(directory) for directory in places(dataset, path)]
-    if allow_download:
+    if allow_download and files.fetchable:
         target = data_dir() / dataset.name
         try:
             fetch_idx(files, target)
@@ -115,10 +120,10 @@ def load_idx(dataset: NamedDataset, split: str, path: Path | None = None, allow_
         except OSError as err:
             tried.append(f"download from {files.urls[0]} ({err.__class__.__name__}: {err})")
     debian = f", or `apt-get install dataset-{files.debian_dir}`" if files.debian_dir else ""
+    fetch = f", or run `resnetlab data fetch {dataset.name}`" if files.fetchable else ""
     raise UserError(
         f"{dataset.name} {split} files not found; tried: {'; '.join(tried)}. Put {files.files[roles[0]][0]} and "
-        f"{files.files[roles[1]][0]} in {data_dir() / dataset.name}{debian}, or run "
-        f"`resnetlab data fetch {dataset.name}`"
+        f"{files.files[roles[1]][0]} in {data_dir() / dataset.name}{debian}{fetch}"
     )
 
 
