@@ -147,3 +147,9 @@ def test_every_builtin_dataset_file_declares_what_a_named_dataset_is():
     assert {alias: named(alias).name for alias in ALIASES} == ALIASES
     fetchable = [n for n in names() if named(n).files.fetchable]
     assert fetchable == ["cifar10", "cifar100", "fashion-mnist", "kmnist", "mnist"]
+
+
+def test_the_readme_shows_the_test_declaration_as_it_is():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    declaration = (TEST_DATASETS / "tiny_idx.py").read_text().split('"""', 2)[2].strip()
+    assert f"```python\n{declaration}\n```" in readme

@@ -15,13 +15,13 @@ DATASET = NamedDataset(
     input_size=(1, 5, 4),
     hflip=False,
     files=IdxFiles(
-        (),
+        (),  # no address to fetch them from: put them in $RESNETLAB_DATA/tiny-idx
         {
-            "train-images": ("train-images-idx3-ubyte.gz", ""),
+            "train-images": ("train-images-idx3-ubyte.gz", ""),  # role: (file name, md5 of the official .gz)
             "train-labels": ("train-labels-idx1-ubyte.gz", ""),
             "test-images": ("t10k-images-idx3-ubyte.gz", ""),
             "test-labels": ("t10k-labels-idx1-ubyte.gz", ""),
         },
-        {"train": 6, "test": 4},
+        {"train": 6, "test": 4},  # images a split: a local copy must have them
     ),
 )
