@@ -25,30 +25,21 @@ import time
 
 import torch
 import torch.distributed as dist
-from train_speed import bare_epoch  # the same bare loop, one process's share of each batch
+from train_speed import bare_epoch, timed_synthetic  # the same bare loop, one process's share of each batch
 
 from resnetlab.training.device import cpu_description
 
 CORES = os.cpu_count() or 1
 
 
-def synthetic_images(args: argparse.Namespace) -> None:
-    """Give the timed epochs enough distinct batches (synthetic data has 1000 training images by default)."""
-    import resnetlab.data.sources as sources
-
-    default = sources.synthetic
-    sources.synthetic = lambda split, **kw: default(split, n=max(args.steps * args.batch_size, 256), **kw)
-
-
 def resnetlab_worker(args: argparse.Namespace) -> float:
     """resnetlab's whole loop; under torchrun it joins the group itself. Rank 0's figure is the global rate."""
     import resnetlab
 
-    synthetic_images(args)
     result = resnetlab.train(
         {"output": {"tensorboard": False}, "data": {"crop_padding": 0, "hflip": "false"}},
         model=args.model,
-        data="synthetic",
+        data=timed_synthetic(max(args.steps * args.batch_size, 256)),  # enough distinct batches
         batch_size=args.batch_size,
         epochs=2,
         limit_train=args.steps * args.batch_size,

@@ -30,6 +30,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,9 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).parent))
 from train_speed import PlainResNet20  # noqa: E402
 
-import resnetlab.data.sources as sources  # noqa: E402
 from resnetlab.data.dataset import Dataset, DatasetInfo  # noqa: E402
+from resnetlab.data.generated import Generated  # noqa: E402
+from resnetlab.data.registry import named, register  # noqa: E402
 from resnetlab.training import load_config  # noqa: E402
 from resnetlab.training.device import choose_precision  # noqa: E402
 from resnetlab.training.loop import fit  # noqa: E402
@@ -128,35 +130,43 @@ def noise_images(split: str, n: int, side: int, seed: int = 0) -> Dataset:
     return Dataset(images, rng.integers(0, 10, n), classes, info, split, "generated (noise)")
 
 
+def noise_dataset(n: int, batch: int, side: int) -> str:
+    """The name of a dataset of noise_images (n training images, a batch of test ones), registered in this process."""
+    name = f"noise-{side}px-{n}-{batch}"
+    if named(name) is None:
+
+        def make(split: str) -> Dataset:
+            return noise_images(split, n if split == "train" else batch, side)
+
+        register(replace(named("synthetic"), name=name, input_size=(3, side, side), files=Generated(make)))
+    return name
+
+
 def resnetlab_loop(name: str, device: torch.device, mode: str, steps: int, batch: int) -> float:
     """Images per second of the second epoch of resnetlab's `fit` on as many generated images as the peer sees."""
     _, side, _ = SETUPS[name]
-    default_synthetic = sources.synthetic
-    sources.synthetic = lambda split, **kw: noise_images(split, steps * batch if split == "train" else batch, side)
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            cfg = load_config(
-                None,
-                [
-                    f"model={name}",
-                    "data=synthetic",
-                    "val_fraction=0",  # the test images are scored per epoch for display, outside the timed part
-                    f"batch_size={batch}",
-                    "epochs=2",
-                    f"device={device}",
-                    f"compile={str('compile' in mode).lower()}",
-                    f"run.cuda_graphs={str(mode in GRAPH_MODES).lower()}",
-                    "quiet=true",
-                    f"out={out}",
-                    "tensorboard=false",
-                    "crop_padding=0",
-                    "hflip=false",
-                    "checkpoint_minutes=0",
-                ],
-            )
-            return fit(cfg).rows[-1]["images_per_s"]
-    finally:
-        sources.synthetic = default_synthetic
+    data = noise_dataset(steps * batch, batch, side)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = load_config(
+            None,
+            [
+                f"model={name}",
+                f"data={data}",
+                "val_fraction=0",  # the test images are scored per epoch for display, outside the timed part
+                f"batch_size={batch}",
+                "epochs=2",
+                f"device={device}",
+                f"compile={str('compile' in mode).lower()}",
+                f"run.cuda_graphs={str(mode in GRAPH_MODES).lower()}",
+                "quiet=true",
+                f"out={out}",
+                "tensorboard=false",
+                "crop_padding=0",
+                "hflip=false",
+                "checkpoint_minutes=0",
+            ],
+        )
+        return fit(cfg).rows[-1]["images_per_s"]
 
 
 def main() -> None:

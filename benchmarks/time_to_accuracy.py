@@ -43,18 +43,17 @@ import torch
 import torch.nn.functional as F
 
 RECIPE = "fashion_mnist_fast"
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def find_fashion_mnist() -> dict[str, Path]:
-    """The four IDX files (.gz or plain), where resnetlab finds them (data dir, Debian package)."""
-    from resnetlab.data.sources import IDX_SPECS, _find_file, _idx_candidates
+    """The four IDX files (role -> .gz or plain file), where resnetlab finds them (data dir, Debian package)."""
+    from resnetlab.data.idx import locate_idx
+    from resnetlab.data.registry import named
 
-    for directory in _idx_candidates(IDX_SPECS["fashion-mnist"], None):
-        found = {name: _find_file(directory, name + ".gz") for name in IDX_FILES}
-        if all(found.values()):
-            return found  # type: ignore[return-value]
-    raise SystemExit("Fashion-MNIST is not here; `make demo` or `resnetlab data fetch fashion-mnist` puts it there")
+    found = locate_idx(named("fashion-mnist"))  # type: ignore[arg-type]
+    if found is None:
+        raise SystemExit("Fashion-MNIST is not here; `make demo` or `resnetlab data fetch fashion-mnist` puts it there")
+    return found
 
 
 def run_resnetlab(recipe: str, out: Path, extra: list[str]) -> dict:
@@ -91,8 +90,9 @@ def bare_worker(epochs: int, limit: int, out: Path, device_name: str) -> None:
     root = out / "torchvision"  # torchvision's FashionMNIST reads root/FashionMNIST/raw/<name> (unzipped)
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name, path in find_fashion_mnist().items():
-        with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f, open(raw / name, "wb") as g:
+    for path in find_fashion_mnist().values():
+        unzipped = raw / path.name.removesuffix(".gz")
+        with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f, open(unzipped, "wb") as g:
             shutil.copyfileobj(f, g)
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
     train = torchvision.datasets.FashionMNIST(str(root), train=True, transform=tf)
@@ -140,15 +140,15 @@ def write_image_folder(root: Path, limit: int) -> None:
     import numpy as np
     from PIL import Image
 
-    from resnetlab.data.sources import read_idx
+    from resnetlab.data.idx import read_idx
 
     files = find_fashion_mnist()
-    train_x, train_y = read_idx(files[IDX_FILES[0]]), read_idx(files[IDX_FILES[1]])
+    train_x, train_y = read_idx(files["train-images"]), read_idx(files["train-labels"])
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0)).numpy()
     parts = {
         "train": (train_x, train_y, order[: min(limit, int(0.9 * len(train_x)))]),
         "validation": (train_x, train_y, order[int(0.9 * len(train_x)) :]),
-        "test": (read_idx(files[IDX_FILES[2]]), read_idx(files[IDX_FILES[3]]), np.arange(10_000)),
+        "test": (read_idx(files["test-images"]), read_idx(files["test-labels"]), np.arange(10_000)),
     }
     for part, (images, labels, rows) in parts.items():
         for label in range(10):

@@ -22,12 +22,16 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from resnetlab.data.generated import Generated, synthetic
+from resnetlab.data.registry import named, register
 from resnetlab.training import load_config
 from resnetlab.training.device import choose_precision, cpu_description, cpu_has_fast_bf16
 from resnetlab.training.loop import fit
@@ -100,6 +104,15 @@ def bare_epoch(
     return time.perf_counter() - start
 
 
+def timed_synthetic(n: int) -> str:
+    """The name of `synthetic` with `n` images a split, registered in this process (synthetic makes 1000 training
+    images): enough distinct batches for the timed epochs."""
+    name = f"synthetic-{n}"
+    if named(name) is None:
+        register(replace(named("synthetic"), name=name, aliases=(), files=Generated(partial(synthetic, n=n))))
+    return name
+
+
 def resnetlab_loop(name: str, steps: int, batch: int, precision: str) -> float:
     """Images per second of the second epoch of resnetlab's `fit` (no augmentation: the same work as the peer)."""
     with tempfile.TemporaryDirectory() as out:
@@ -107,7 +120,7 @@ def resnetlab_loop(name: str, steps: int, batch: int, precision: str) -> float:
             None,
             [
                 f"model={name}",
-                "data=synthetic",
+                f"data={timed_synthetic(max(steps * batch, 256))}",
                 f"batch_size={batch}",
                 "epochs=2",
                 f"limit_train={steps * batch}",
@@ -141,11 +154,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    import resnetlab.data.sources as sources
-
-    # synthetic() makes 1000 training images by default; give the timed epochs enough distinct batches.
-    default_synthetic = sources.synthetic
-    sources.synthetic = lambda split, **kw: default_synthetic(split, n=max(args.steps * args.batch_size, 256), **kw)
     chosen = choose_precision("auto", "auto", torch.device("cpu"))
     peers = ["fp32", "fp32+CL"] + (["bf16+CL"] if cpu_has_fast_bf16() else [])
     print(

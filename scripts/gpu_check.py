@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # Packages the checks use beyond torch, by distribution name (read from their metadata: importing them all
 # would cost seconds).
 HELPERS = ("torchvision", "timm", "pytest", "PyYAML", "tqdm", "matplotlib", "safetensors", "onnxruntime", "hypothesis")
@@ -79,15 +78,12 @@ def versions(fig: Path) -> None:
 
 
 def fashion_mnist_files(carried: Path) -> dict[str, Path] | None:
-    """The four IDX files where resnetlab looks for them ($RESNETLAB_DATA/fashion-mnist, Debian's package), or
-    in the carried folder; None if some are nowhere."""
-    from resnetlab.data.sources import IDX_SPECS, _find_file, _idx_candidates
+    """The four IDX files in the carried folder, or where resnetlab looks for them ($RESNETLAB_DATA/fashion-mnist,
+    Debian's package); None if some are nowhere."""
+    from resnetlab.data.idx import locate_idx
+    from resnetlab.data.registry import named
 
-    for directory in [carried, *_idx_candidates(IDX_SPECS["fashion-mnist"], None)]:
-        found = {name: _find_file(directory, name + ".gz") for name in IDX_FILES}
-        if all(found.values()):
-            return found  # type: ignore[return-value]
-    return None
+    return locate_idx(named("fashion-mnist"), carried)  # type: ignore[arg-type]
 
 
 def find_data(carried: Path) -> int:

@@ -14,7 +14,10 @@ import torch
 from PIL import Image
 
 from resnetlab.data import AugmentConfig, BatchLoader, load_dataset
-from resnetlab.data.sources import IdxSpec, download, fetch_idx, load_idx, md5sum, read_idx, synthetic
+from resnetlab.data.download import download, md5sum
+from resnetlab.data.generated import synthetic
+from resnetlab.data.idx import IdxFiles, fetch_idx, read_idx
+from resnetlab.data.registry import NamedDataset
 from resnetlab.errors import UserError
 
 
@@ -67,7 +70,13 @@ def test_truncated_idx_is_a_clear_error(tmp_path):
         read_idx(path)
 
 
-def _mirror_spec(mirror: Path, md5s: dict | None = None) -> IdxSpec:
+def idx_dataset(name: str, files: IdxFiles) -> NamedDataset:
+    return NamedDataset(
+        name=name, about="a test's", classes=(), mean=(0.5,), std=(0.5,), input_size=(1, 5, 4), hflip=False, files=files
+    )
+
+
+def _mirror_spec(mirror: Path, md5s: dict | None = None) -> NamedDataset:
     files = {
         "train-images": "train-images-idx3-ubyte.gz",
         "train-labels": "train-labels-idx1-ubyte.gz",
@@ -75,13 +84,15 @@ def _mirror_spec(mirror: Path, md5s: dict | None = None) -> IdxSpec:
         "test-labels": "t10k-labels-idx1-ubyte.gz",
     }
     md5s = md5s or {role: md5sum(mirror / name) for role, name in files.items()}
-    return IdxSpec("tinyset", (mirror.as_uri() + "/",), {r: (n, md5s[r]) for r, n in files.items()}, {"train": 6})
+    return idx_dataset(
+        "tinyset", IdxFiles((mirror.as_uri() + "/",), {r: (n, md5s[r]) for r, n in files.items()}, {"train": 6})
+    )
 
 
 def test_download_verifies_checksums_and_fills_the_data_dir(tmp_path):
     write_idx_set(tmp_path / "mirror")
     spec = _mirror_spec(tmp_path / "mirror")
-    data = load_idx(spec, "train")  # nothing local: fetched from the (file://) mirror
+    data = spec.read("train")  # nothing local: fetched from the (file://) mirror
     assert len(data) == 6 and "datadir" in data.source
     assert (Path(os.environ["RESNETLAB_DATA"]) / "tinyset" / "train-images-idx3-ubyte.gz").is_file()
 
@@ -99,23 +110,25 @@ def test_checksum_failure_is_an_error_and_leaves_no_file(tmp_path):
         tmp_path / "mirror", {r: "0" * 32 for r in ("train-images", "train-labels", "test-images", "test-labels")}
     )
     with pytest.raises(UserError, match="checksum mismatch"):
-        fetch_idx(bad, tmp_path / "target")
+        fetch_idx(bad.files, tmp_path / "target")
 
 
 def test_missing_dataset_lists_the_places_tried(tmp_path):
-    spec = IdxSpec(
+    spec = idx_dataset(
         "nowhere",
-        ((tmp_path / "no-mirror").as_uri() + "/",),
-        {
-            "train-images": ("train-images-idx3-ubyte.gz", ""),
-            "train-labels": ("train-labels-idx1-ubyte.gz", ""),
-            "test-images": ("t10k-images-idx3-ubyte.gz", ""),
-            "test-labels": ("t10k-labels-idx1-ubyte.gz", ""),
-        },
-        {},
+        IdxFiles(
+            ((tmp_path / "no-mirror").as_uri() + "/",),
+            {
+                "train-images": ("train-images-idx3-ubyte.gz", ""),
+                "train-labels": ("train-labels-idx1-ubyte.gz", ""),
+                "test-images": ("t10k-images-idx3-ubyte.gz", ""),
+                "test-labels": ("t10k-labels-idx1-ubyte.gz", ""),
+            },
+            {},
+        ),
     )
     with pytest.raises(UserError) as err:
-        load_idx(spec, "train")
+        spec.read("train")
     message = str(err.value)
     assert "tried" in message and "nowhere" in message and "download" in message and "data fetch" in message
 

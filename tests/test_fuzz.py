@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from resnetlab.data.cifar import _read_cifar
 from resnetlab.data.folders import read_image
-from resnetlab.data.sources import CIFAR_SPECS, _read_cifar, read_idx
+from resnetlab.data.idx import read_idx
+from resnetlab.data.registry import named
 from resnetlab.errors import UserError
 from resnetlab.training.config import all_keys
 from resnetlab.training.settings import SHORT_KEYS, load_config
@@ -130,7 +132,8 @@ def test_random_bytes_as_an_idx_file_fail_with_a_user_error(data):
 # ---------------------------------------------------------------------------------------------------
 # CIFAR batches (pickles, read by a restricted unpickler)
 
-SPEC = CIFAR_SPECS["cifar10"]
+CIFAR10 = named("cifar10")
+SPEC = CIFAR10.files
 BATCH_VALUES = st.one_of(
     st.none(),
     st.integers(-5, 300),
@@ -153,13 +156,13 @@ def test_any_cifar_batch_reads_or_fails_with_a_user_error(batch, meta, edits, cu
         raw = pickle.dumps(content, protocol=2)
         return mutated(raw, edits, cut) if name == SPEC.test_files[0] else raw
 
-    user_error_or_success(lambda: _read_cifar(SPEC, "test", member, "fuzzed"))
+    user_error_or_success(lambda: _read_cifar(CIFAR10, "test", member, "fuzzed"))
 
 
 def test_a_cifar_batch_that_would_run_code_is_refused():
     hostile = pickle.dumps(Path("/"), protocol=2)  # names a class to construct: refused, not loaded
     with pytest.raises(UserError, match="refusing to load pathlib"):
-        _read_cifar(SPEC, "test", lambda name: hostile, "hostile")
+        _read_cifar(CIFAR10, "test", lambda name: hostile, "hostile")
 
 
 # ---------------------------------------------------------------------------------------------------

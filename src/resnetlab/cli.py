@@ -91,14 +91,15 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from .data.sources import CIFAR_SPECS, IDX_SPECS, NAMES, data_dir, load_dataset
+    from .data.dataset import data_dir
+    from .data.registry import named, names
+    from .data.sources import load_dataset
 
-    name = args.dataset.lower()
-    if name not in IDX_SPECS and name not in CIFAR_SPECS:
-        raise UserError(
-            f"cannot fetch {args.dataset!r}; named datasets that can be fetched: "
-            f"{', '.join(n for n in NAMES if n != 'synthetic')}"
-        )
+    dataset = named(args.dataset)
+    if dataset is None or not dataset.files.fetchable:
+        fetchable = [n for n in names() if named(n).files.fetchable]  # type: ignore[union-attr]
+        raise UserError(f"cannot fetch {args.dataset!r}; named datasets that can be fetched: {', '.join(fetchable)}")
+    name = dataset.name
     try:
         found = load_dataset(name, "test", allow_download=False)
         print(f"{name} is already available at {found.source}; nothing to fetch")
@@ -112,8 +113,8 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_data_cache(args: argparse.Namespace) -> int:
+    from .data.dataset import data_dir
     from .data.folders import clear_caches, list_caches
-    from .data.sources import data_dir
     from .files import byte_size
 
     folder = Path(args.folder) if args.folder else None
@@ -622,7 +623,11 @@ DATA_COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Ar
         "counts per class, image shape, mean/std, where the files were found",
         cmd_data_info,
         [
-            arg("dataset", help="a name (mnist, fashion-mnist, kmnist, cifar10, cifar100, synthetic) or a path"),
+            arg(
+                "dataset",
+                help="a name (mnist, fashion-mnist, kmnist, cifar10, cifar100, synthetic, or one declared in "
+                "$RESNETLAB_DATASETS) or a path",
+            ),
             arg("--split", default="train", choices=("train", "val", "test")),
             arg("--image-size", type=int, default=224, help="image folders: side of the square images"),
             arg("--channels", type=int, default=3, help="image folders: 1 (grayscale) or 3 (RGB)"),

@@ -1,8 +1,8 @@
 """The types every reader returns and every consumer reads (one split of a dataset, what is known of it),
 and the data directory they share.
 
-Kept apart from the readers so that sources.py, folders.py and splits.py all import from here and the
-arrows point one way.
+Kept apart from the readers so that sources.py, the formats (idx.py, cifar.py, folders.py), the registry and
+splits.py all import from here and the arrows point one way.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..data import AugmentConfig, BatchLoader, Dataset, Splits, load_splits
 from ..data.folders import CENTRE_CROP, natural_shape
-from ..data.sources import NAMES, canonical
+from ..data.registry import named
 from ..models import create_model, model_info
 from ..records import SplitRecord, WeightsMeta
 from .config import TrainConfig
@@ -43,7 +43,7 @@ def with_folder_shape(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     the config and a line saying what was chosen ("" when nothing was)."""
     d = cfg.data
     folder = Path(d.name).expanduser()
-    if (d.image_size and d.channels) or canonical(d.name) in NAMES or not folder.is_dir():
+    if (d.image_size and d.channels) or named(d.name) is not None or not folder.is_dir():
         return cfg, ""
     if any("idx3" in p.name for p in folder.iterdir()):
         return cfg, ""  # IDX files keep their native size
@@ -54,7 +54,7 @@ def with_folder_shape(cfg: TrainConfig) -> tuple[TrainConfig, str]:
 def with_absolute_data_path(cfg: TrainConfig) -> TrainConfig:
     """A folder given by a relative path is recorded absolutely, so that `eval RUN` finds it from anywhere."""
     name = cfg.data.name
-    if canonical(name) in NAMES or not Path(name).expanduser().exists():
+    if named(name) is not None or not Path(name).expanduser().exists():
         return cfg
     return replace(cfg, data=replace(cfg.data, name=str(Path(name).expanduser().resolve())))
 
