@@ -135,6 +135,25 @@ def test_safetensors_with_missing_or_malformed_metadata_say_what_is_wrong(tmp_pa
     assert str(path) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"classes": 5}, "classes missing or wrong"),
+        ({"input_size": [-1, 0]}, "input_size ([-1, 0]: not positive)"),
+        ({"input_size": [3, -1, 0]}, "input_size ([3, -1, 0]: not positive)"),
+        ({"std": [0.2, 0.0, 0.2]}, "std ([0.2, 0.0, 0.2]: not positive)"),
+    ],
+)
+def test_init_weights_with_malformed_metadata_are_refused_in_one_sentence(tmp_path, change, problem, capsys):
+    path = tmp_path / "w.safetensors"  # issue 27, item 11: a TypeError or ValueError deep in the run before
+    save_weights(path, resnetlab.create_model("resnet8", num_classes=2).state_dict(), {**META, **change})
+    runs = tmp_path / "runs"
+    assert main(["train", f"init={path}", "data=synthetic", "epochs=1", f"out={runs}", "quiet=true"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} has malformed resnetlab metadata" in err and problem in err and "Traceback" not in err
+    assert not runs.exists()  # refused before anything was written
+
+
 # ---------------------------------------------------------------------------------------------------
 # Images that are bombs, too large, or broken
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import UserError
 
+COUNTS = ("num_classes", "in_chans")  # WeightsMeta's sizes that must be positive
 REEXPORT = "export it again from its run with `resnetlab export RUN format=safetensors`"
 
 
@@ -150,8 +151,12 @@ class WeightsMeta:
         return meta
 
     def check_consistent(self, where: str | Path) -> None:
-        """The counts agree with each other: names per class, input channels, a mean and std per channel."""
-        bad = []
+        """Sizes are positive, and the counts agree: names per class, input channels, a mean and std per channel."""
+        bad = [f"{key} ({getattr(self, key)}: not positive)" for key in COUNTS if getattr(self, key) < 1]
+        if min(self.input_size, default=0) < 1:
+            bad.append(f"input_size ({list(self.input_size)}: not positive)")
+        if min(self.std, default=1) <= 0:  # a division by zero on every image
+            bad.append(f"std ({list(self.std)}: not positive)")
         if len(self.classes) != self.num_classes:
             bad.append(f"classes ({len(self.classes)} names for {self.num_classes} classes)")
         if len(self.input_size) != 3 or self.input_size[0] != self.in_chans:
