@@ -189,6 +189,20 @@ def test_decompression_bombs_and_oversized_images_are_skipped_with_a_reason(tmp_
     assert "none of the 1 images could be read" in capsys.readouterr().err
 
 
+def test_a_large_photo_within_twice_pillows_limit_is_read_without_pillows_warning(tmp_path, weights, monkeypatch):
+    """Issue 27, item 17: Pillow's raw DecompressionBombWarning was printed for a 10000x10000 photo."""
+    import warnings
+
+    Image.new("RGB", (40, 40), (9, 200, 9)).save(tmp_path / "large.png")  # 1,600 pixels: within twice the limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["predict", str(weights), str(tmp_path / "large.png")]) == 0
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    with pytest.warns(Image.DecompressionBombWarning):  # the library keeps Pillow's default for its users
+        assert "top" in resnetlab.predict(weights, [tmp_path / "large.png"])[0]
+
+
 def test_the_skipped_files_warning_is_printed_once_per_folder(tmp_path, caplog):
     root = noisy_folder(tmp_path / "once")
     (root / "a" / "broken.png").write_bytes(b"not a png")

@@ -114,6 +114,7 @@ def test_non_finite_weights_never_reach_a_checkpoint(tmp_path, monkeypatch):
         ("batch_size=0", "must be positive"),
         ("batch_size=5000", "batch_size=5000 is larger than the 900 training images"),
         ("epochs=-1", "must be >= 1"),
+        ("seed=-1", "run.seed=-1 must be >= 0"),  # issue 27, item 10: numpy's ValueError after the run began
     ],
 )
 def test_impossible_settings_fail_before_a_run_directory_exists(tmp_path, bad, match, capsys):
@@ -122,6 +123,39 @@ def test_impossible_settings_fail_before_a_run_directory_exists(tmp_path, bad, m
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
     assert main(["train", *SETTINGS, f"out={tmp_path}", bad]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_hold_runs_is_one_sentence_asking_for_another(tmp_path, monkeypatch, capsys):
+    """Issue 27, item 8: out= naming a file, or a read-only folder (simulated: the tests run as root)."""
+    import errno
+    import pathlib
+
+    (tmp_path / "README.md").write_text("a file, not a folder\n")
+    assert main(["train", *SETTINGS, f"out={tmp_path / 'README.md'}"]) == 2
+    err = capsys.readouterr().err
+    assert "README.md/resnet8-synthetic (not a directory); choose another out=" in err and "Traceback" not in err
+    real_mkdir = pathlib.Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    assert main(["train", *SETTINGS, f"out={tmp_path / 'ro'}"]) == 2
+    err = capsys.readouterr().err
+    assert "(read-only file system); choose another out=" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+
+
+def test_a_recipe_saved_as_utf16_with_a_byte_order_mark_reads_as_written(tmp_path):
+    recipe = tmp_path / "windows.yaml"  # issue 27, item 12: a UnicodeDecodeError traceback before
+    recipe.write_bytes("model: {name: resnet8}\nschedule: {epochs: 3}\n".encode("utf-16"))  # BOM first
+    cfg = load_config(recipe, [])
+    assert (cfg.model.name, cfg.schedule.epochs) == ("resnet8", 3)
+    recipe.write_bytes(b"model: {name: \xff\xfe\x00resnet8}\n")  # neither UTF-8 nor a BOM: a config error
+    with pytest.raises(ConfigError, match="windows.yaml is not valid YAML"):
+        load_config(recipe, [])
 
 
 @pytest.fixture(scope="module")

@@ -684,8 +684,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_large_photos() -> None:
+    """An image over Pillow's pixel limit but within twice it (a 10000x10000 photo) is read like any other; over
+    twice it is skipped with a reason (folders.read_image). Pillow's warning about the first kind would be a
+    raw line in the command's output, so the command line silences it (a library user keeps Pillow's default)."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="resnetlab: %(message)s", stream=sys.stderr)
+    quiet_large_photos()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

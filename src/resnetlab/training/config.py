@@ -282,6 +282,7 @@ def validate(cfg: TrainConfig) -> None:
         "data.limit_train",
         "data.limit_val",
         "data.split_seed",
+        "run.seed",
         "data.crop_padding",
         "data.cutout",
         "data.mixup",

@@ -181,7 +181,7 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
 
         path = recipe_path(recipe)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(path.read_bytes()) or {}  # bytes: UTF-8, or UTF-16 by its byte-order mark
         except yaml.YAMLError as err:
             raise ConfigError(f"{recipe} is not valid YAML: {err}") from err
         if not isinstance(values, dict):

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..checkpoint import RunState
 from ..data import Dataset
 from ..errors import UserError
-from ..files import atomic_write, remove_orphan_temporaries
+from ..files import atomic_write, chosen_output, remove_orphan_temporaries
 from ..models.summary import count_params
 from .config import TrainConfig
 from .distributed import mark_run
@@ -22,13 +22,14 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     """runs/<name>, or <name>-2, -3, ... : an existing run is never overwritten."""
     base = Path(cfg.output.out) / (cfg.output.name or f"{cfg.model.name}-{Path(cfg.data.name).name}")
     path, n = base, 1
-    while True:
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-            return path
-        except FileExistsError:
-            n += 1
-            path = base.with_name(f"{base.name}-{n}")
+    with chosen_output(base):  # a read-only folder, or out= naming a file: one sentence asking for another out=
+        while True:
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+                return path
+            except FileExistsError:
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
 
 
 def start_or_restore(session: Session, trainer: Trainer) -> tuple[RunState, Path, dict[str, list]]:
