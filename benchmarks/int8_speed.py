@@ -168,8 +168,8 @@ def random_weights(name: str, train: Dataset, side: int, path: Path) -> WeightsM
     reestimate(model.train(), norms, (x for x, _ in photos))
     meta = WeightsMeta(
         model=name, num_classes=len(train.classes), in_chans=3, classes=tuple(train.classes),
-        input_size=(3, side, side), resize=round(side / CENTRE_CROP), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        dataset=train.info.name,
+        input_size=(3, side, side), resize=round(side / CENTRE_CROP), mean=tuple(IMAGENET_MEAN),
+        std=tuple(IMAGENET_STD), dataset=train.info.name,
     )  # fmt: skip
     save_weights(path, model.eval().state_dict(), meta.to_dict())
     return meta

@@ -59,6 +59,8 @@ def test_foreign_weights_carry_no_record_and_old_ones_fill_the_defaults():
     old = {k: v for k, v in META.items() if k not in ("split", "resize", "data", "data_path", "image_size", "channels")}
     meta = WeightsMeta.read(old, "old.safetensors")
     assert meta.split is None and meta.resize == 0 and meta.resized_side == 28 and meta.data_name == "pets"
+    with pytest.raises(UserError, match="x.pth has malformed resnetlab metadata \\(model missing or wrong\\)"):
+        WeightsMeta.read({k: v for k, v in META.items() if k != "model"}, "x.pth")  # resnetlab's, but no model
 
 
 @pytest.mark.parametrize(
@@ -80,6 +82,16 @@ def test_a_malformed_field_is_one_sentence_naming_the_file_and_the_field(change,
     message = str(err.value)
     assert message.startswith("w.safetensors has ") and "malformed" in message and named in message
     assert message.count(". ") == 0 and "resnetlab export RUN" in message  # one sentence, saying what to do
+
+
+def test_what_to_do_about_a_malformed_record_depends_on_the_file_it_came_from():
+    resume_fix = "resume from another run, or start afresh"  # a checkpoint cannot be exported again
+    with pytest.raises(UserError, match=f"last.pt has malformed resnetlab metadata .*; {resume_fix}$"):
+        WeightsMeta.read({**META, "num_classes": 0}, "last.pt", resume_fix)
+    with pytest.raises(UserError, match=f"a malformed split record .*; {resume_fix}$"):
+        WeightsMeta.read({**META, "split": {"method": 1}}, "last.pt", resume_fix)
+    with pytest.raises(AssertionError):
+        WeightsMeta.read(META, "w").tagged(resize=3)  # a named field is never shadowed by an extra key
 
 
 def test_a_split_record_names_what_changed_since_a_run_began():

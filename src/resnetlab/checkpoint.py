@@ -181,7 +181,7 @@ class Checkpoint:
         except TypeError as err:
             raise UserError(f"{path} holds a malformed checkpoint ({err})") from err
         parts = {name: raw.get(name) for name in COMPONENTS}
-        parts["weights_meta"] = WeightsMeta.read(raw["weights_meta"], path)
+        parts["weights_meta"] = WeightsMeta.read(raw["weights_meta"], path, "resume from another run, or start afresh")
         return cls(**parts, state=state, rng=rng)
 
     def save(self, path: Path) -> None:

@@ -38,7 +38,7 @@ def _fits(value: Any, kind: Any) -> bool:
     return isinstance(value, kind)
 
 
-def _checked(cls: type, values: dict[str, Any], where: str, what: str) -> dict[str, Any]:
+def _checked(cls: type, values: dict[str, Any], where: str, what: str, fix: str) -> dict[str, Any]:
     """The fields of `cls` found in `values`, each checked against its annotation; any missing (without a
     default) or of the wrong type make one UserError naming them all, e.g. "x.safetensors has malformed
     resnetlab metadata (num_classes, mean missing or wrong)"."""
@@ -54,7 +54,7 @@ def _checked(cls: type, values: dict[str, Any], where: str, what: str) -> dict[s
             value = values[f.name]
             known[f.name] = tuple(value) if typing.get_origin(hints[f.name]) is tuple else value
     if bad:
-        raise UserError(f"{where} has {what} ({', '.join(bad)} missing or wrong); {REEXPORT}")
+        raise UserError(f"{where} has {what} ({', '.join(bad)} missing or wrong); {fix}")
     return known
 
 
@@ -82,10 +82,11 @@ class SplitRecord:
     )
 
     @classmethod
-    def read(cls, values: Any, where: str) -> SplitRecord:
+    def read(cls, values: Any, where: str, fix: str = REEXPORT) -> SplitRecord:
+        """The record in `values` (from a file at `where`); `fix` says what to do about a malformed one."""
         if not isinstance(values, dict):
-            raise UserError(f"{where} has a malformed split record (a {type(values).__name__}); {REEXPORT}")
-        return cls(**_checked(cls, values, where, "a malformed split record"))
+            raise UserError(f"{where} has a malformed split record (a {type(values).__name__}); {fix}")
+        return cls(**_checked(cls, values, where, "a malformed split record", fix))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -135,22 +136,24 @@ class WeightsMeta:
     extra: dict[str, Any] = field(default_factory=dict)  # anything else (epoch, val_top1, selected_on, ...)
 
     @classmethod
-    def read(cls, values: Any, where: str | Path) -> WeightsMeta | None:
+    def read(cls, values: Any, where: str | Path, fix: str = REEXPORT) -> WeightsMeta | None:
         """The metadata in `values` (from a file at `where`); None where it carries none of resnetlab's (foreign
-        weights); a malformed field is a UserError of one sentence."""
-        if not values or (isinstance(values, dict) and "model" not in values):
+        weights); a malformed field is a UserError of one sentence ending in `fix`, what to do about it."""
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        if not values or (isinstance(values, dict) and not any(key in values for key in required)):
             return None
         if not isinstance(values, dict):
-            raise UserError(f"{where} has malformed resnetlab metadata (a {type(values).__name__}); {REEXPORT}")
+            raise UserError(f"{where} has malformed resnetlab metadata (a {type(values).__name__}); {fix}")
         named = {k: v for k, v in values.items() if k not in ("split", "extra")}
-        known = _checked(cls, named, str(where), "malformed resnetlab metadata")
+        known = _checked(cls, named, str(where), "malformed resnetlab metadata", fix)
         split = values.get("split")
         extra = {k: v for k, v in values.items() if k not in {f.name for f in fields(cls)}}
-        meta = cls(**known, split=SplitRecord.read(split, str(where)) if split is not None else None, extra=extra)
-        meta.check_consistent(where)
+        split_record = SplitRecord.read(split, str(where), fix) if split is not None else None
+        meta = cls(**known, split=split_record, extra=extra)
+        meta.check_consistent(where, fix)
         return meta
 
-    def check_consistent(self, where: str | Path) -> None:
+    def check_consistent(self, where: str | Path, fix: str = REEXPORT) -> None:
         """Sizes are positive, and the counts agree: names per class, input channels, a mean and std per channel."""
         bad = [f"{key} ({getattr(self, key)}: not positive)" for key in COUNTS if getattr(self, key) < 1]
         if min(self.input_size, default=0) < 1:
@@ -164,7 +167,7 @@ class WeightsMeta:
         if len(self.mean) != len(self.std) or len(self.mean) not in (1, self.in_chans):  # 1: for every channel
             bad.append(f"mean/std ({len(self.mean)}/{len(self.std)} values for {self.in_chans} channels)")
         if bad:
-            raise UserError(f"{where} has malformed resnetlab metadata ({', '.join(bad)}); {REEXPORT}")
+            raise UserError(f"{where} has malformed resnetlab metadata ({', '.join(bad)}); {fix}")
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: JSON types, the split as its dict, the extra keys beside the named ones."""
@@ -174,6 +177,7 @@ class WeightsMeta:
 
     def tagged(self, **extra: Any) -> WeightsMeta:
         """A copy carrying more (or other) extra keys, e.g. the epoch a weights file is of."""
+        assert not {f.name for f in fields(self)} & set(extra), "a named field is set by replace(), not tagged()"
         return replace(self, extra={**self.extra, **extra})
 
     @property

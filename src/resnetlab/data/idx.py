@@ -187,6 +187,6 @@ def load_idx_path(path: Path, split: str) -> Dataset:
         )
     from .registry import named
 
-    known = named(path.name)  # a folder named after a dataset (".../fashion-mnist") takes its figures and classes
-    info = known.info if known else None
+    known = named(path.name)  # a folder named after an IDX dataset (".../fashion-mnist") takes its figures and classes
+    info = known.info if known and known.name == path.name and isinstance(known.files, IdxFiles) else None
     return _read_idx_pair(path.name, info, None, split, ("x", "y"), {"x": images[0], "y": labels[0]}, str(path))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +134,7 @@ FINAL_ORDER = ("test", "val")
 def watched_in(row: dict[str, Any]) -> str | None:
     """The split whose per-epoch figures a metrics row holds ('val_top1', else 'test_top1'), or None."""
     figures = (row.get(f"{s}_top1") for s in WATCH_ORDER)
-    present = [isinstance(v, int | float) and not math.isnan(v) for v in figures]  # None or NaN: not scored
+    present = [isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v) for v in figures]
     return next((s for s, scored in zip(WATCH_ORDER, present) if scored), None)
 
 
