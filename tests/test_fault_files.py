@@ -203,6 +203,22 @@ def test_a_large_photo_within_twice_pillows_limit_is_read_without_pillows_warnin
         assert "top" in resnetlab.predict(weights, [tmp_path / "large.png"])[0]
 
 
+def test_dangling_and_looping_links_are_skipped_with_a_reason_by_training_and_predict(tmp_path, weights, capsys):
+    """Issue 27, items 4 and 9: a scan died of FileNotFoundError / ELOOP; predict left the links out unsaid."""
+    root = noisy_folder(tmp_path / "linked", size=16)
+    (root / "a" / "ghost.png").symlink_to(tmp_path / "deleted.png")
+    (root / "b" / "loop.png").symlink_to(root / "b" / "loop.png")
+    (root / "b" / "fine.png").symlink_to(root / "b" / "0.png")  # a link that works is an image like any other
+    data = load_dataset(str(root), "train", image_size=16, val_fraction=0.0)
+    assert len(data) == 9 and sorted(data.skipped) == ["a/ghost.png", "b/loop.png"]
+    listing = next((tmp_path / "cache" / "folders").glob("linked-*/skipped.txt")).read_text()
+    assert "a symbolic link to a missing file" in listing and "a symbolic link that leads round in a loop" in listing
+    results = {str(Path(r["file"]).relative_to(root)): r for r in resnetlab.predict(weights, [root])}
+    assert results["a/ghost.png"]["skipped"] == "a symbolic link to a missing file"
+    assert results["b/loop.png"]["skipped"] == "a symbolic link that leads round in a loop"
+    assert "top" in results["b/fine.png"] and len(results) == 11
+
+
 def test_the_skipped_files_warning_is_printed_once_per_folder(tmp_path, caplog):
     root = noisy_folder(tmp_path / "once")
     (root / "a" / "broken.png").write_bytes(b"not a png")

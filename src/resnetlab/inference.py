@@ -85,7 +85,9 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            # Broken links too: predict lists them as skipped, with the reason, rather than leaving them out.
+            found = (p for p in path.rglob("*") if p.is_file() or p.is_symlink())
+            files += sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_file():
             files.append(path)
         elif GLOB_CHARACTERS & set(str(item)):

@@ -83,9 +83,26 @@ def scan(class_root: Path, classes: list[str]) -> tuple[list[tuple[str, int, int
                 if full.suffix.lower() not in IMAGE_EXTENSIONS:
                     skipped.append((rel, "not an image file name"))
                     continue
+                problem = broken_link(full)
+                if problem:
+                    skipped.append((rel, problem))
+                    continue
                 st = full.stat()
                 files.append((rel, label, st.st_size, st.st_mtime_ns))
     return files, skipped
+
+
+def broken_link(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (its target is missing, or it leads round in a loop), else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return "a symbolic link to a missing file"
+    except (OSError, RuntimeError):  # ELOOP; Python before 3.13 raises RuntimeError for a loop
+        return "a symbolic link that leads round in a loop"
+    return None
 
 
 def to_8bit(img: Image.Image, channels: int) -> Image.Image:
@@ -113,6 +130,9 @@ def decode(path: Path, size: int, channels: int) -> np.ndarray:
 def read_image(path: Path, size: int, channels: int) -> np.ndarray | str:
     """decode(path, ...), or the reason it cannot be used: unreadable, truncated, a decompression bomb (more
     than twice Pillow's MAX_IMAGE_PIXELS), or too large for memory. Never raises for a bad file."""
+    problem = broken_link(path)
+    if problem:
+        return problem
     try:
         return decode(path, size, channels)
     except Image.DecompressionBombError as err:
