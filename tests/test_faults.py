@@ -148,6 +148,19 @@ def test_an_out_that_cannot_hold_runs_is_one_sentence_asking_for_another(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
 
 
+def test_a_folder_of_one_class_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Issue 27, item 3: one class trained and reported 100% top-1 and top-5 without a word."""
+    from PIL import Image
+
+    (tmp_path / "only" / "cats").mkdir(parents=True)
+    for i in range(12):
+        Image.new("RGB", (16, 16), (20 * i, 9, 9)).save(tmp_path / "only" / "cats" / f"{i}.png")
+    runs = tmp_path / "runs"
+    assert main(["train", f"data={tmp_path / 'only'}", "model=resnet8", "epochs=1", f"out={runs}", "quiet=true"]) == 2
+    err = capsys.readouterr().err
+    assert "only has one class to train on (cats)" in err and "two or more classes" in err and not runs.exists()
+
+
 def test_a_recipe_saved_as_utf16_with_a_byte_order_mark_reads_as_written(tmp_path):
     recipe = tmp_path / "windows.yaml"  # issue 27, item 12: a UnicodeDecodeError traceback before
     recipe.write_bytes("model: {name: resnet8}\nschedule: {epochs: 3}\n".encode("utf-16"))  # BOM first

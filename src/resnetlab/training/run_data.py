@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..data import BatchLoader, Dataset, Splits
 from ..data.splits import SETTLE, sample
 from ..errors import UserError
@@ -83,7 +85,14 @@ def load_data(session: Session) -> RunData:
 
 
 def check_batches(batch_size: int, tta: str, train: Dataset, loader: BatchLoader) -> None:
-    """Settings that cannot work with these images: a batch larger than them, flip TTA without flips."""
+    """What cannot work with these images: one class only, a batch larger than them, flip TTA without flips."""
+    present = np.unique(train.labels)
+    if len(present) < 2:  # every answer would be right: 100% top-1 that says nothing
+        only = train.classes[int(present[0])] if len(present) else "none"
+        raise UserError(
+            f"{train.info.name} has one class to train on ({only}), and a classifier of one class is always right; "
+            "give it a folder of images for each of two or more classes"
+        )
     if batch_size > len(train):
         raise UserError(
             f"batch_size={batch_size} is larger than the {len(train):,} training images; use at most {len(train)}"
