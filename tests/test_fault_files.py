@@ -106,8 +106,30 @@ def test_damaged_checkpoints_and_weights_are_one_sentence_naming_the_file(tmp_pa
 def test_only_a_file_that_really_pickles_code_is_called_unsafe(tmp_path):
     path = tmp_path / "code.pt"
     torch.save({"model": {"w": torch.ones(1)}, "why": Path("/")}, path)  # a Path object: arbitrary pickling
-    with pytest.raises(UserError, match="needs arbitrary pickled objects to load, which could run code"):
+    with pytest.raises(UserError, match=r"asks to run code when loaded \(pathlib.PosixPath\), so it was not loaded"):
         ckpt.load_checkpoint(path)
+
+
+def test_a_pickle_that_calls_the_shell_is_named_and_random_bytes_get_one_plain_sentence(tmp_path):
+    """Issue 27, item 15: torch 2.14 says "unsupported GLOBAL posix.system", which a case-sensitive check missed,
+    and both cases ended in torch's 120-character weights_only preamble."""
+
+    class Shell:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Shell()}, evil)
+    with pytest.raises(UserError) as caught:
+        ckpt.load_checkpoint(evil)
+    assert re.search(r"asks to run code when loaded \((posix|nt)\.system\), so it was not loaded", str(caught.value))
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(UserError) as caught:
+        ckpt.load_checkpoint(noise)
+    message = str(caught.value)
+    assert "is truncated or is not a PyTorch checkpoint" in message and "Weights only load failed" not in message
+    assert "In PyTorch 2.6" not in message and "\n" not in message
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,18 +134,28 @@ def load_plain(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # damaged bytes surface as many types: RuntimeError, EOFError, IndexError, struct.error
-        if "Unsupported global" in str(err):  # the file names a Python object to construct: refuse it
+        blocked = BLOCKED_GLOBAL.search(str(err))
+        if blocked:  # the file names a Python object to construct, which could run code: refuse it
             raise UserError(
-                f"{path} needs arbitrary pickled objects to load, which could run code; resnetlab only loads "
-                f"{what}s of plain tensors and numbers (save a state_dict() instead)"
+                f"{path} asks to run code when loaded ({blocked.group(1)}), so it was not loaded; resnetlab loads "
+                f"{what}s of plain tensors and numbers only (save a state_dict() instead)"
             ) from err
         raise UserError(f"{path} is truncated or is not a PyTorch {what} ({_reason(err)})") from err
 
 
+# torch's weights_only unpickler names what it refused: "Unsupported global: GLOBAL pathlib.PosixPath was not an
+# allowed global", "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+BLOCKED_GLOBAL = re.compile(r"unsupported global:? (?:global )?([\w.]+)", re.IGNORECASE)
+# The general advice torch wraps around every weights_only failure: not the file's problem, so not said.
+TORCH_PREAMBLE = ("Weights only load failed", "Please file an issue", "Check the documentation of torch.load")
+
+
 def _reason(err: Exception) -> str:
-    """The first line of an error's message, short enough for a one-sentence report."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    first = first.split("] ", 1)[-1]  # drop c10's "[enforce fail at file.cc:123]" prefix
+    """The first line of an error's message that says what is wrong with the file, short enough for one
+    sentence (torch's general weights_only advice skipped)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = next((line for line in lines if not line.startswith(TORCH_PREAMBLE)), "")
+    first = first.split("] ", 1)[-1].removeprefix("WeightsUnpickler error: ")  # c10's "[enforce fail at x.cc:1]"
     return f"{type(err).__name__}: {first[:120]}" if first else type(err).__name__
 
 
