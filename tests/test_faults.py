@@ -161,6 +161,19 @@ def test_a_folder_of_one_class_is_refused_before_anything_is_written(tmp_path, c
     assert "only has one class to train on (cats)" in err and "two or more classes" in err and not runs.exists()
 
 
+def test_a_yaml_alias_bomb_in_model_args_is_refused_at_once(tmp_path, capsys):
+    """Issue 27, item 5: nested anchors expanded past 60 s and 1.7 GB under --print-config."""
+    levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text("model:\n  name: resnet8\n  args:\n" + "".join(f"    {line}\n" for line in levels))
+    assert main(["train", str(recipe), "--print-config"]) == 2  # 9**9 values if expanded; refused after 10,001
+    err = capsys.readouterr().err
+    assert "model.args holds more than 10,000 values" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="model.args.a holds more than"):
+        load_config(None, ["model.args.a=[" + ", ".join(["[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"] * 1001) + "]"])
+
+
 def test_a_recipe_saved_as_utf16_with_a_byte_order_mark_reads_as_written(tmp_path):
     recipe = tmp_path / "windows.yaml"  # issue 27, item 12: a UnicodeDecodeError traceback before
     recipe.write_bytes("model: {name: resnet8}\nschedule: {epochs: 3}\n".encode("utf-16"))  # BOM first

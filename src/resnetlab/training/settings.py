@@ -95,9 +95,31 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}={value!r} should be a mapping such as {{drop_path_rate: 0.1}}")
-        return dict(value)
+        return dict(bounded(key, value))
     if origin in (typing.Union, types.UnionType):
         return value
+    return value
+
+
+MAX_VALUES = 10_000  # far more than any architecture's arguments; a YAML alias bomb expands to billions
+
+
+def bounded(key: str, value: Any) -> Any:
+    """`value` when it holds at most MAX_VALUES values in all; else a ConfigError. Counted with an early stop, so
+    that nested YAML aliases (each level repeating the one below) are refused at once, not expanded."""
+    pending, seen = [value], 0
+    while pending:
+        item = pending.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError(
+                f"{key} holds more than {MAX_VALUES:,} values (YAML anchors repeated inside each other?); give "
+                "architecture arguments as numbers, words or short lists, such as {drop_path_rate: 0.1}"
+            )
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple):
+            pending += item
     return value
 
 
@@ -107,7 +129,7 @@ def apply(cfg: TrainConfig, key: str, value: Any) -> None:
         raise ConfigError(f"config key {key!r} is not a name; keys are words such as epochs or optim.lr")
     dotted = SHORT_KEYS.get(key) or unique_field(key) or key
     if dotted.startswith("model.args."):  # free-form architecture arguments: checked when the model is built
-        cfg.model.args[dotted.split(".", 2)[2]] = value
+        cfg.model.args[dotted.split(".", 2)[2]] = bounded(dotted, value)
         _given(cfg).add(dotted)
         return
     parts = dotted.split(".")
