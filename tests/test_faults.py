@@ -161,6 +161,45 @@ def test_a_folder_of_one_class_is_refused_before_anything_is_written(tmp_path, c
     assert "only has one class to train on (cats)" in err and "two or more classes" in err and not runs.exists()
 
 
+def test_a_run_that_diverges_before_its_first_checkpoint_does_not_claim_to_keep_one(tmp_path):
+    """Issue 27, item 16: lr=1e30 said "last.pt is left as it was" when there was none."""
+    with pytest.raises(TrainingDiverged, match="no checkpoint had been written yet, so there is nothing to resume"):
+        fit(load_config(None, SETTINGS + [f"out={tmp_path}", "lr=1e30", "epochs=1"]))
+    (run,) = tmp_path.iterdir()
+    assert not (run / "last.pt").exists()
+
+
+def test_a_disk_full_at_the_first_file_leaves_no_empty_run_directory(tmp_path, monkeypatch, capsys):
+    """Issue 27, item 16: an empty run directory was left when the disk filled at config.yaml."""
+    import errno
+
+    from resnetlab.errors import WriteFailed
+    from resnetlab.training import start
+
+    def full(path, write):
+        raise WriteFailed(path, OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(start, "atomic_write", full)
+    assert main(["train", *SETTINGS, f"out={tmp_path / 'runs'}"]) == 1
+    assert "no space left on device while writing" in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_write_refused_by_a_read_only_mount_says_to_carry_on_from_a_copy():
+    """Issue 27, item 16: a failed resume on a read-only mount suggested a writable folder, "then resume"."""
+    import errno
+
+    from resnetlab.errors import WriteFailed
+
+    refused = WriteFailed(Path("/mnt/ro/run/last.pt"), OSError(errno.EROFS, "Read-only file system"), "resume")
+    assert str(refused) == (
+        "read-only file system while writing /mnt/ro/run/last.pt; nothing was replaced (copy /mnt/ro/run to a "
+        "writable folder and carry on from the copy)"
+    )
+    full = WriteFailed(Path("r/last.pt"), OSError(errno.ENOSPC, "No space left on device"), "resume with: X")
+    assert str(full).endswith("nothing was replaced (free some space, then resume with: X)")
+
+
 def test_a_yaml_alias_bomb_in_model_args_is_refused_at_once(tmp_path, capsys):
     """Issue 27, item 5: nested anchors expanded past 60 s and 1.7 GB under --print-config."""
     levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]

@@ -57,11 +57,13 @@ class WriteFailed(Exception):
         super().__init__(self.reason)
 
     def __str__(self) -> str:
-        fix = {
-            errno.ENOSPC: "free some space",
-            errno.EDQUOT: "free some space",
-            errno.EROFS: "choose a writable folder",
-            errno.EACCES: "choose a folder you may write to",
-        }.get(self.errno or 0, "check the folder")
-        then = self.next_step or "run again"
-        return f"{self.reason} while writing {self.path}; nothing was replaced ({fix}, then {then})"
+        if self.errno == errno.EROFS:  # the folder itself cannot change: resuming there would fail again
+            advice = f"copy {self.path.parent} to a writable folder and carry on from the copy"
+        else:
+            fix = {
+                errno.ENOSPC: "free some space",
+                errno.EDQUOT: "free some space",
+                errno.EACCES: f"make {self.path.parent} writable",
+            }.get(self.errno or 0, "check the folder")
+            advice = f"{fix}, then {self.next_step or 'run again'}"
+        return f"{self.reason} while writing {self.path}; nothing was replaced ({advice})"

@@ -157,7 +157,7 @@ class Run:
             if not math.isfinite(watched["loss"]):
                 raise TrainingDiverged(
                     f"the {split} loss became {watched['loss']} after epoch {epoch + 1}; "
-                    f"{self.run_dir / 'last.pt'} is left as it was; lower lr, add warm-up or set optim.grad_clip"
+                    f"{kept_checkpoint(self.run_dir)}; lower lr, add warm-up or set optim.grad_clip"
                 )
         now = time.perf_counter()
         row.update(images_per_s=sums.seen / max(state.partial.time, 1e-9), epoch_s=state.partial.time)
@@ -199,8 +199,7 @@ def diverged(figures: Read, epoch: int, lr: float, run_dir: Path | None) -> Exce
         else f"stopped being a finite number on another process (epoch {epoch + 1})"
     )
     return TrainingDiverged(
-        f"the training loss {where}; {run_dir / 'last.pt' if run_dir else 'the checkpoint'} is left as it was; "
-        "lower lr, add warm-up or set optim.grad_clip"
+        f"the training loss {where}; {kept_checkpoint(run_dir)}; lower lr, add warm-up or set optim.grad_clip"
     )
 
 
@@ -214,6 +213,13 @@ def global_sums(partial: EpochSums, world: World) -> EpochSums:
     return EpochSums(loss, correct, int(seen), partial.time)
 
 
+def kept_checkpoint(run_dir: Path | None) -> str:
+    """What a diverged run leaves to resume from: its last checkpoint, untouched, or none yet."""
+    if run_dir is not None and (run_dir / "last.pt").is_file():
+        return f"{run_dir / 'last.pt'} is left as it was"
+    return "no checkpoint had been written yet, so there is nothing to resume"
+
+
 def refuse_non_finite(model: nn.Module, where: str, run_dir: Path | None) -> None:
     """No checkpoint or weights file ever holds NaN or Inf: stop the run before writing one."""
     tensors = {name: t for name, t in model.state_dict().items() if t.is_floating_point()}
@@ -222,6 +228,5 @@ def refuse_non_finite(model: nn.Module, where: str, run_dir: Path | None) -> Non
     if bad:
         raise TrainingDiverged(
             f"the weights stopped being finite numbers ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at "
-            f"{where}; {run_dir / 'last.pt' if run_dir else 'the checkpoint'} is left as it was; lower lr, add "
-            "warm-up or set optim.grad_clip"
+            f"{where}; {kept_checkpoint(run_dir)}; lower lr, add warm-up or set optim.grad_clip"
         )

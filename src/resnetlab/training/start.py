@@ -7,11 +7,11 @@ from pathlib import Path
 
 from ..checkpoint import RunState
 from ..data import Dataset
-from ..errors import UserError
+from ..errors import UserError, WriteFailed
 from ..files import atomic_write, chosen_output, remove_orphan_temporaries
 from ..models.summary import count_params
 from .config import TrainConfig
-from .distributed import mark_run
+from .distributed import RUN_ID_FILE, mark_run
 from .report import say
 from .run_data import RunData
 from .session import Session
@@ -77,7 +77,12 @@ def announce(
         return
     if session.resumed is not None:
         remove_orphan_temporaries(run_dir)  # what writes killed mid-way (kill -9, a power cut) left behind
-    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(cfg.to_yaml()))
+    try:
+        atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(cfg.to_yaml()))
+    except WriteFailed:  # a full disk at the first file: a new run leaves no empty directory behind
+        if session.resumed is None and not session.restarted:
+            remove_new_run_dir(run_dir)
+        raise
     say(cfg, f"run {run_dir}  ({'resuming at epoch ' + str(state.epoch + 1) if session.resumed else 'new'})")
     sizes = ", ".join(
         f"{len(d):,} {n}" for n, d in (("train", data.train), ("val", splits.val), ("test", splits.test)) if d
@@ -98,6 +103,15 @@ def announce(
         say(cfg, f"resumed with other arithmetic ({what}): the result will not be bit-identical", force=True)
     if trainer.init_line:
         say(cfg, trainer.init_line, force=True)
+
+
+def remove_new_run_dir(run_dir: Path) -> None:
+    """Remove a run directory this session made, if it holds nothing but the torchrun job's marker."""
+    contents = list(run_dir.iterdir())
+    if all(p.name == RUN_ID_FILE for p in contents):
+        for p in contents:
+            p.unlink()
+        run_dir.rmdir()
 
 
 def image_shape(data: Dataset) -> str:
