@@ -200,6 +200,28 @@ def test_a_write_refused_by_a_read_only_mount_says_to_carry_on_from_a_copy():
     assert str(full).endswith("nothing was replaced (free some space, then resume with: X)")
 
 
+CTRL_C_IN_TORCHS_IMPORT = """
+import builtins, sys
+real_import = builtins.__import__
+
+def interrupted(name, *args, **kwargs):
+    if name == "torch" or name.startswith("torch."):
+        raise KeyboardInterrupt  # as a Ctrl-C while torch is being imported
+    return real_import(name, *args, **kwargs)
+
+from resnetlab.cli import main  # the console script's first line: must not import torch
+assert "torch" not in sys.modules
+builtins.__import__ = interrupted
+sys.exit(main(["models"]))
+"""
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_and_status_130():
+    """Issue 27, item 14: a Ctrl-C during start-up imports printed a KeyboardInterrupt traceback."""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_TORCHS_IMPORT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr.strip() == "resnetlab: interrupted", done.stderr
+
+
 def test_a_yaml_alias_bomb_in_model_args_is_refused_at_once(tmp_path, capsys):
     """Issue 27, item 5: nested anchors expanded past 60 s and 1.7 GB under --print-config."""
     levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
