@@ -258,6 +258,23 @@ def digest(root: Path) -> str:
     return hashlib.sha1(np.ascontiguousarray(data.images).tobytes() + data.labels.tobytes()).hexdigest()
 
 
+def test_a_cache_build_on_a_full_disk_is_one_sentence_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    """Issue 27, item 6: mapped writes to a sparse cache on a full disk died of SIGBUS (exit 135), silently,
+    leaving a full-size temporary file. The disk is simulated full (the tests run as root, where a tmpfs mount
+    may be refused): the block reservation fails as it would."""
+    root = noisy_folder(tmp_path / "full", size=16)
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    runs = tmp_path / "runs"
+    assert main(["train", f"data={root}", "model=resnet8", "epochs=1", f"out={runs}", "quiet=true"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on device while writing" in err and ".tmp; nothing was replaced (free some space" in err
+    assert not list((tmp_path / "cache").rglob("*.tmp")) and "Traceback" not in err
+
+
 def test_two_processes_building_the_same_cache_at_once_both_succeed(tmp_path):
     root = noisy_folder(tmp_path / "shared", per_class=150, size=40)
     code = (

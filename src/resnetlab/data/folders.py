@@ -19,6 +19,7 @@ that opening a many-gigabyte cache stays instant).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -37,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from ..errors import UserError
+from ..errors import UserError, WriteFailed
 from ..files import atomic_write
 from .dataset import Dataset, DatasetInfo, channel_stats, data_dir
 
@@ -343,6 +344,23 @@ def _scratch(cache: Path, array_name: str) -> Iterator[Path]:
         Path(name).unlink(missing_ok=True)
 
 
+def reserve_blocks(path: Path) -> None:
+    """Allocate a new file's blocks before it is written through a memory map: on a full disk, a sparse file's
+    mapped writes die of SIGBUS with no message, while the allocation fails here with ENOSPC (WriteFailed, which
+    names the file; the scratch file is then removed)."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: no such call
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise WriteFailed(path, err) from err
+        # EOPNOTSUPP, EINVAL: a file system that cannot allocate ahead; the build goes on as before
+    finally:
+        os.close(fd)
+
+
 def _crc32(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
@@ -372,6 +390,7 @@ def _build(
         # Decoded a chunk at a time straight into the memory-mapped file, so that a folder larger than memory
         # never sits in it; readable images are packed from the front, and the file is cut to them at the end.
         array = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+        reserve_blocks(scratch)
         good: list[tuple[str, int, int, int]] = []
         with (
             ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool,  # Pillow decodes without the GIL
