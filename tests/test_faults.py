@@ -222,6 +222,19 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_status_130():
     assert done.returncode == 130 and done.stderr.strip() == "resnetlab: interrupted", done.stderr
 
 
+def test_a_killed_process_of_an_nproc_job_is_its_exit_status_and_one_line(capsys):
+    """Issue 27, item 7: a SIGKILLed worker made `train nproc=2` exit 247 (-9 as a byte), unsaid."""
+    from resnetlab.training.distributed import job_status
+
+    assert job_status({0: -9, 1: 1}) == 137
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "resnetlab: error: process 0 of the job was killed (SIGKILL) and the others were stopped; resume from the "
+        "run's last checkpoint with resume=RUN"
+    )
+    assert job_status({0: 1, 1: 143}) == 143 and job_status({1: 2}) == 2 and job_status({0: 1}) == 1
+
+
 def test_a_yaml_alias_bomb_in_model_args_is_refused_at_once(tmp_path, capsys):
     """Issue 27, item 5: nested anchors expanded past 60 s and 1.7 GB under --print-config."""
     levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import gc
 import os
+import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +173,25 @@ def continue_after_restart(cfg: TrainConfig) -> tuple[TrainConfig, Path | None]:
     return cfg, None
 
 
+def job_status(codes: dict[int, int]) -> int:
+    """The exit status of a job whose processes failed ({rank: exit code}, negative: killed by that signal): a
+    user error or a stop (2, 130, 143) where a process said one; else a killed process as a shell reports it,
+    128 + the signal (SIGKILL: 137), said in one line; else the first process's status."""
+    said = next((c for c in codes.values() if c in (2, 130, 143)), None)
+    if said is not None:
+        return said
+    killed = next(((rank, -c) for rank, c in codes.items() if c < 0), None)
+    if killed is not None:
+        rank, signum = killed
+        print(
+            f"resnetlab: error: process {rank} of the job was killed ({signal.Signals(signum).name}) and the others "
+            "were stopped; resume from the run's last checkpoint with resume=RUN",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    return next(iter(codes.values()), 1)
+
+
 def launch(nproc: int, settings: list[str], command: str = "train") -> int:
     """`resnetlab train ... nproc=N`: the same command in N processes on this machine, started by torchrun's own
     launcher (torch.distributed.run, standalone rendezvous); returns the exit status of the job."""
@@ -184,8 +205,7 @@ def launch(nproc: int, settings: list[str], command: str = "train") -> int:
     try:
         run(args)
     except ChildFailedError as failed:
-        codes = [f.exitcode for f in failed.failures.values()]
-        return next((c for c in codes if c in (2, 130, 143)), codes[0] if codes else 1)
+        return job_status({rank: failure.exitcode for rank, failure in failed.failures.items()})
     finally:  # torchrun sets OMP_NUM_THREADS=1 (and the rendezvous variables) in this process's own environment:
         os.environ.clear()  # a later run or child of this process would then compute single-threaded, in
         os.environ.update(environ)  # another summation order than the same run started anew
