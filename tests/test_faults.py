@@ -481,6 +481,33 @@ def test_a_resumed_run_removes_what_killed_writes_left_and_nothing_else(tmp_path
 # Each statement of the README's "What happens when things go wrong" and the test that proves it.
 README_CLAIMS = [
     (
+        "one that leads round in a loop, is skipped",
+        "test_fault_files.py",
+        "test_dangling_and_looping_links_are_skipped_with_a_reason_by_training_and_predict",
+    ),
+    (
+        "A dataset of one class is refused",
+        "test_faults.py",
+        "test_a_folder_of_one_class_is_refused_before_anything_is_written",
+    ),
+    ("more than 10,000 values", "test_faults.py", "test_a_yaml_alias_bomb_in_model_args_is_refused_at_once"),
+    (
+        "UTF-16 with a byte-order mark reads as written",
+        "test_faults.py",
+        "test_a_recipe_saved_as_utf16_with_a_byte_order_mark_reads_as_written",
+    ),
+    (
+        "A cache build on a full disk ends with one sentence",
+        "test_fault_files.py",
+        "test_a_cache_build_on_a_full_disk_is_one_sentence_and_leaves_no_temporary_file",
+    ),
+    (
+        "`resnetlab: interrupted`, and exit status 130",
+        "test_faults.py",
+        "test_ctrl_c_while_the_command_starts_is_one_line_and_status_130",
+    ),
+    ("137: SIGKILL", "test_faults.py", "test_a_killed_process_of_an_nproc_job_is_its_exit_status_and_one_line"),
+    (
         "ends with exactly the weights of a run never stopped",
         "test_training.py",
         "test_killed_run_resumes_to_the_same_weights_and_metrics",
