@@ -727,6 +727,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("resnetlab: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        lost = lost_a_peer(err)
+        if not lost:
+            raise
+        print(f"resnetlab: error: process {os.environ['RANK']} lost contact with the others ({lost})", file=sys.stderr)
+        return 1
+
+
+# What gloo and NCCL say when another process of the job died mid-collective.
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")
+
+
+def lost_a_peer(err: Exception) -> str:
+    """Under torchrun, the line of a collective's error saying a peer went away ("" otherwise): the process
+    that died says why (or torchrun does); the survivors need one line, not the backend's traceback."""
+    if "RANK" not in os.environ or type(err).__name__ not in ("DistBackendError", "DistNetworkError", "RuntimeError"):
+        return ""
+    line = next((line.strip() for line in str(err).splitlines() if any(p in line for p in PEER_LOST)), "")
+    return line.split("] ", 1)[-1][:160]  # without the backend's "[file.cc:534]" prefix
 
 
 if __name__ == "__main__":
