@@ -136,9 +136,27 @@ def join(backend: str, device: torch.device) -> tuple[World, torch.device]:
         raise ConfigError("run.backend=nccl needs CUDA devices; on the CPU use run.backend=gloo (or auto)")
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group(chosen, device_id=device if chosen == "nccl" else None)
+        dist.init_process_group(
+            chosen,
+            store=attempt_store(rank, size),
+            rank=rank,
+            world_size=size,
+            device_id=device if chosen == "nccl" else None,
+        )
     collective_device = device if chosen == "nccl" else torch.device("cpu")
     return World(rank, size, local_rank, collective_device, owns), device
+
+
+def attempt_store(rank: int, size: int) -> dist.Store:
+    """The job's key-value store (env://: MASTER_ADDR, MASTER_PORT), under a prefix of this attempt's own.
+
+    torchrun's agent keeps one store across the restarts of --max-restarts, and a process group writes its
+    members' addresses under the same keys every time: a restarted group read the killed attempt's addresses
+    and its gloo mesh was refused ("connectFullMesh failed ... Connection refused", issue 27 item 19)."""
+    from torch.distributed.rendezvous import rendezvous
+
+    store, _, _ = next(rendezvous("env://", rank=rank, world_size=size))
+    return dist.PrefixStore(f"resnetlab/attempt_{restart_count()}", store)
 
 
 def restart_count() -> int:
