@@ -103,10 +103,54 @@ def main() -> None:
             f"{ours_rate / peer_rate:>9.1f}x {streamed_rate / peer_rate:>13.1f}x"
         )
 
+    print("\nchecks on a streamed cache (the file's stat before and after each batch; each image's CRC-32 on its "
+          "first read),\nagainst the same loader reading the memory map unchecked (img/s, median of 5 interleaved "
+          "rounds)")  # fmt: skip
+    print(f"{'input':<12} {'unchecked':>10} {'first epoch':>12} {'later epochs':>13} {'cost first':>11} "
+          f"{'cost later':>11}")  # fmt: skip
+    for size, channels in ((28, 1), (32, 3), (146, 3)):
+        count = args.images if size < 64 else args.photos
+        check_cost(synthetic("train", n=count, size=size, channels=channels), args.batch_size)
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = photo_folder(Path(tmp) / "photos", args.photos)
         build_speed(folder, Path(tmp), args.photos)
         photo_loader_speed(folder, Path(tmp), args)
+
+
+def check_cost(data, batch_size: int, rounds: int = 5) -> None:
+    """Streamed images per second with a folder cache's checks (rowfile.py) against the same rows unchecked: the
+    first epoch (every image's CRC-32 computed once) and later ones (the file's stat only), medians of interleaved
+    rounds."""
+    import zlib
+
+    from resnetlab.data.rowfile import CheckedRows
+
+    augment = AugmentConfig(crop_padding=4, hflip=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        array = Path(tmp) / "images.npy"
+        np.save(array, data.images)
+        crcs = np.array([zlib.crc32(row) for row in data.images.reshape(len(data), -1)], np.uint32)
+        unchecked = replace(data, images=np.load(array, mmap_mode="r"))
+
+        def loader(checked: bool) -> BatchLoader:
+            checks = CheckedRows(array, crcs, Path(tmp) / "index.json") if checked else None
+            return BatchLoader(
+                replace(unchecked, checks=checks), batch_size, train=True, augment=augment, stream="true"
+            )
+
+        rate(loader(False).epoch(0), len(data))  # warm-up: the file in the page cache
+        plain, first, later = [], [], []
+        for _ in range(rounds):  # interleaved, so that a slow moment of a shared machine hits every arm alike
+            unchecked_loader, checked_loader = loader(False), loader(True)
+            plain.append(rate(unchecked_loader.epoch(1), len(data)))
+            first.append(rate(checked_loader.epoch(1), len(data)))  # every image's CRC-32, once
+            plain.append(rate(unchecked_loader.epoch(2), len(data)))
+            later.append(rate(checked_loader.epoch(2), len(data)))  # the file's stat only
+    best = float(np.median(plain)), float(np.median(first)), float(np.median(later))
+    label = "x".join(str(v) for v in data.images.shape[1:])
+    print(f"{label:<12} {best[0]:>10,.0f} {best[1]:>12,.0f} {best[2]:>13,.0f} "
+          f"{1 - best[1] / best[0]:>10.1%} {1 - best[2] / best[0]:>10.1%}")  # fmt: skip
 
 
 def photo_folder(folder: Path, count: int) -> Path:

@@ -91,3 +91,17 @@ def test_time_to_accuracy_runs_timms_own_train_and_validate_scripts():
     assert "time_to_accuracy_timm: resnetlab/peer = " in out
     (row,) = [line for line in out.splitlines() if line.startswith("timm ")]
     assert row.endswith(" s")
+
+
+def test_data_speed_measures_the_cost_of_a_caches_checks(capsys):
+    """The streamed-cache checks' cost row: unchecked, first epoch, later epochs, and the two costs."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from data_speed import check_cost
+    finally:
+        sys.path.remove(str(BENCH))
+    from resnetlab.data.sources import synthetic
+
+    check_cost(synthetic("train", n=512, size=28, channels=1), 64, rounds=1)
+    row = capsys.readouterr().out.split()
+    assert row[0] == "28x28x1" and len(row) == 6 and all(v.endswith("%") for v in row[4:])

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 import resnetlab
 from resnetlab import checkpoint as ckpt
 from resnetlab.cli import main
-from resnetlab.data import load_dataset
+from resnetlab.data import BatchLoader, folders, load_dataset
+from resnetlab.data.rowfile import CacheChanged
 from resnetlab.errors import UserError, WriteFailed
 from resnetlab.files import read_weights, save_weights
 from resnetlab.training import load_config
@@ -310,6 +312,105 @@ def test_a_damaged_cache_is_detected_and_rebuilt(tmp_path, damage, caplog):
     caplog.clear()
     assert digest(root) == expected
     assert any("damaged" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
+
+
+def damage_in_place(array: Path, how: str) -> None:
+    """Change a cache's array under a reader, as another program would: XOR a run of pixel bytes in place (the
+    same file, the same size), or cut the file to half its length."""
+    if how == "truncate":
+        os.truncate(array, array.stat().st_size // 2)
+        return
+    with open(array, "r+b") as f:
+        f.seek(array.stat().st_size // 2)
+        chunk = bytearray(f.read(4096))
+        f.seek(array.stat().st_size // 2)
+        f.write(bytes(b ^ 0x5A for b in chunk))
+
+
+@pytest.mark.parametrize("how", ["xor", "truncate"])
+@pytest.mark.parametrize("stream", ["true", "false"])
+def test_a_cache_that_changes_under_a_reader_stops_it_naming_the_cache(tmp_path, how, stream):
+    """Issue 27, items 2 and 6: a streamed run read damaged rows without noticing (a val top-1 of 73% that eval
+    scored at 100%), and a cache cut short under it died of SIGBUS. The file is now checked against change
+    before and after each streamed batch, and a held dataset is read with pread (which a cut file cannot crash);
+    the cache's index is withdrawn, so that the next read rebuilds it."""
+    root = noisy_folder(tmp_path / "pics", per_class=40, size=16)
+    expected = digest(root)
+    data = load_dataset(str(root), "train", image_size=16, val_fraction=0.0)
+    (cache,) = (tmp_path / "cache" / "folders").iterdir()
+    (array,) = cache.glob("images-*.npy")
+    if stream == "true":
+        loader = BatchLoader(data, 16, train=True, stream="true")
+        next(iter(loader.epoch(0)))  # reading works before the change
+    damage_in_place(array, how)
+    with pytest.raises(CacheChanged) as caught:
+        loader = BatchLoader(data, 16, train=True, stream=stream)
+        for _ in loader.epoch(1):
+            pass
+    said = str(caught.value)
+    assert said.startswith(f"the image cache {array} changed while it was read (")
+    assert ("cut short" if how == "truncate" else "written to after this run opened it") in said
+    assert not (cache / "index.json").exists()  # withdrawn: the next read rebuilds from the image files
+    assert digest(root) == expected
+
+
+def test_a_large_cache_damaged_before_a_run_is_caught_by_each_images_checksum(tmp_path, monkeypatch):
+    """Caches over VERIFY_BYTES are not CRC-checked whole on opening (that would take seconds a gigabyte): the
+    damage is found when a damaged image is first read, by its own checksum."""
+    root = noisy_folder(tmp_path / "pics", per_class=40, size=16)
+    load_dataset(str(root), "train", image_size=16, val_fraction=0.0)
+    (array,) = (tmp_path / "cache" / "folders").glob("*/images-*.npy")
+    damage_in_place(array, "xor")
+    monkeypatch.setattr(folders, "VERIFY_BYTES", 0)  # as if it were large
+    data = load_dataset(str(root), "train", image_size=16, val_fraction=0.0)
+    loader = BatchLoader(data, 16, train=True, stream="true")
+    with pytest.raises(CacheChanged, match="no longer matches the checksum recorded for it"):
+        for _ in loader.epoch(0):
+            pass
+
+
+def test_a_cache_damaged_under_a_streamed_run_stops_it_and_the_resumed_run_ends_as_if_untouched(
+    tmp_path, monkeypatch, capsys
+):
+    """The reproduction of item 2, end to end: the cache is damaged after the first checkpoint. The run stops with
+    one sentence naming the cache and exit status 1, its checkpoint intact; resumed, it rebuilds the cache and
+    ends with exactly the weights of a run never disturbed."""
+    root = noisy_folder(tmp_path / "pics", per_class=40, size=16)
+    settings = [f"data={root}", "model=resnet8", "epochs=2", "batch_size=16", "data.stream=true", "quiet=true"]
+    reference = fit(load_config(None, [*settings, f"out={tmp_path / 'ref'}"]))
+    real_write = ckpt.write_bytes
+
+    def damage_after_the_first_checkpoint(path, data):
+        real_write(path, data)
+        (array,) = (tmp_path / "cache" / "folders").glob("*/images-*.npy")
+        damage_in_place(array, "xor")
+
+    monkeypatch.setattr(ckpt, "write_bytes", damage_after_the_first_checkpoint)
+    run = tmp_path / "runs" / "victim"
+    assert main(["train", *settings, f"out={run.parent}", "name=victim"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("resnetlab: error: the image cache ") and "changed while it was read" in err
+    assert err.endswith(f"resume with: resnetlab train resume={run}") and len(err.splitlines()) == 1
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1  # the first epoch's checkpoint
+    monkeypatch.setattr(ckpt, "write_bytes", real_write)
+    resumed = fit(load_config(None, [f"resume={run}", "quiet=true"]))
+    a, b = load_file(reference.run_dir / "last.safetensors"), load_file(resumed.run_dir / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_cache_of_an_earlier_format_is_rebuilt_once_and_says_so(tmp_path, caplog):
+    root = noisy_folder(tmp_path / "pics")
+    expected = digest(root)
+    (cache,) = (tmp_path / "cache" / "folders").iterdir()
+    index = json.loads((cache / "index.json").read_text())
+    del index["version"], index["checks"]  # as format 3 wrote it
+    (cache / "index.json").write_text(json.dumps(index))
+    caplog.clear()
+    assert digest(root) == expected
+    said = [r.getMessage() for r in caplog.records if "earlier resnetlab" in r.getMessage()]
+    assert len(said) == 1 and "rebuilding it once in format" in said[0]
+    caplog.clear()
+    assert digest(root) == expected and not caplog.records  # once: the rebuilt cache is current
 
 
 # ---------------------------------------------------------------------------------------------------

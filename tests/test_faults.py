@@ -69,6 +69,27 @@ def test_a_long_epoch_is_checkpointed_by_wall_time(tmp_path, monkeypatch):
     assert (state["epoch"], state["batch_in_epoch"]) == (0, 7)  # no checkpoint_every: the clock asked for it
 
 
+def test_a_run_killed_after_its_first_clock_checkpoint_resumes_to_the_uninterrupted_weights(tmp_path):
+    """The kill-at-any-moment promise made exact (issue 27): with no step count set, the first checkpoint inside
+    an epoch is the clock's (run.checkpoint_minutes, tiny here); a SIGKILL after it resumes bit for bit."""
+    settings = [*VICTIM, "epochs=1", "run.checkpoint_minutes=0.002"]  # a checkpoint every 0.12 s
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "resnetlab", "train", *settings, f"out={out}", "name=victim"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "victim" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(out / "victim" / "last.pt", weights_only=True)
+    assert killed_at["epoch"] == 0 and 0 < killed_at["batch_in_epoch"] < VICTIM_STEPS  # the clock's, mid-epoch
+    resumed = fit(load_config(None, [f"resume={out / 'victim'}", "quiet=true"]))
+    reference = fit(load_config(None, [*settings, f"out={tmp_path / 'ref'}"]))
+    a, b = load_file(reference.run_dir / "last.safetensors"), load_file(resumed.run_dir / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_non_finite_validation_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = epochs_module.evaluate  # end_epoch's validation
     calls = []
@@ -600,6 +621,36 @@ README_CLAIMS = [
         "an unwritable `out=`), said in one sentence with nothing written",
         "test_faults.py",
         "test_command_line_user_errors_exit_2_in_one_sentence_and_write_nothing",
+    ),
+    (
+        "damaged or cut short while a run reads it",
+        "test_fault_files.py",
+        "test_a_cache_that_changes_under_a_reader_stops_it_naming_the_cache",
+    ),
+    (
+        "`resume=` rebuilds it and ends as if nothing happened",
+        "test_fault_files.py",
+        "test_a_cache_damaged_under_a_streamed_run_stops_it_and_the_resumed_run_ends_as_if_untouched",
+    ),
+    (
+        "checked the first time a process reads it",
+        "test_fault_files.py",
+        "test_a_large_cache_damaged_before_a_run_is_caught_by_each_images_checksum",
+    ),
+    (
+        "is rebuilt once, and the log says so",
+        "test_fault_files.py",
+        "test_a_cache_of_an_earlier_format_is_rebuilt_once_and_says_so",
+    ),
+    (
+        "killed at any moment after its first checkpoint, a run resumes",
+        "test_faults.py",
+        "test_a_run_killed_after_its_first_clock_checkpoint_resumes_to_the_uninterrupted_weights",
+    ),
+    (
+        "a killed worker under `--max-restarts` is replaced",
+        "test_distributed.py",
+        "test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint",
     ),
 ]
 

@@ -232,3 +232,19 @@ def test_building_training_on_and_reading_a_3_gb_cache_keeps_the_process_own_mem
         assert max(report["training"], report["reading"]) < report["cache"] / 2, report
     finally:
         shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+
+
+def test_a_cache_cleared_or_rebuilt_while_streamed_is_read_on_as_it_was(tmp_path, monkeypatch):
+    """Clearing the caches (or a rebuild by another process) unlinks the array a run streams from; the run keeps
+    the file open and reads it on, the same batches, without calling it changed (its change time moves with the
+    unlink, its bytes do not)."""
+    from resnetlab.data.folders import clear_caches
+
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
+    root = colour_folder(tmp_path / "pics", per_class=20, size=16, noise=20)
+    data = load_dataset(str(root), "train", image_size=16, val_fraction=0.0)
+    loader = BatchLoader(data, 16, train=True, stream="true", augment=AUGMENT, seed=1)
+    before = [x for x, _ in loader.epoch(0)]
+    assert clear_caches(root)
+    after = [x for x, _ in loader.epoch(0)]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))

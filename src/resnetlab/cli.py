@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import RunStopped, UserError, WriteFailed
+from .errors import Fault, RunStopped, UserError, WriteFailed
 from .training.settings import keys_help
 
 
@@ -712,8 +712,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `resnetlab models | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit flush quiet)
         return 0
-    except WriteFailed as err:  # a full disk or a refused write: not the user's input, so status 1
-        print(f"resnetlab: error: {err}", file=sys.stderr)
+    except Fault as err:  # a full disk, a refused write, a cache changed under a run: not the user's input
+        if os.environ.get("RANK", "0") == "0":
+            print(f"resnetlab: error: {err}", file=sys.stderr)
         return err.exit_code
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):

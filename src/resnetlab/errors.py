@@ -1,6 +1,6 @@
-"""Errors a user can fix (the CLI prints their one-sentence message and exits with status 2), a write the
-operating system refused (exit 1), and the signal that a run stopped on request with its checkpoint
-written (exit 128 + the signal)."""
+"""Errors a user can fix (the CLI prints their one-sentence message and exits with status 2), faults outside
+the user's input such as a write the operating system refused (exit 1), and the signal that a run stopped on
+request with its checkpoint written (exit 128 + the signal)."""
 
 from __future__ import annotations
 
@@ -44,12 +44,17 @@ class RunStopped(Exception):
         super().__init__(f"stopped by {name} at {where}, checkpoint written{resume}")
 
 
-class WriteFailed(Exception):
-    """The operating system refused a write (no space, quota, permission); the file it would replace is intact.
-
-    `next_step` (how to carry on, e.g. the resume command) may be set by whoever knows it."""
+class Fault(Exception):
+    """Something went wrong outside the user's input (a refused write, a file changed under a run): the CLI prints
+    its one sentence and exits 1. `next_step` (how to carry on, e.g. the resume command) may be set by whoever
+    knows it."""
 
     exit_code = 1
+    next_step: str | None = None
+
+
+class WriteFailed(Fault):
+    """The operating system refused a write (no space, quota, permission); the file it would replace is intact."""
 
     def __init__(self, path: Path, err: OSError, next_step: str | None = None) -> None:
         self.path, self.errno, self.next_step = Path(path), err.errno, next_step

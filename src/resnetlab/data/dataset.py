@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .rowfile import CheckedRows
 
 
 def data_dir() -> Path:
@@ -105,6 +109,7 @@ class Dataset:
     skipped: list[str] = field(default_factory=list)  # unreadable files (image folders)
     files: list[str] | None = None  # image folders: each image's path relative to its split folder
     index: np.ndarray | None = None  # int64 (N,): each image's position in the split it was taken from
+    checks: CheckedRows | None = None  # a folder cache: its rows read through the file, each checksum checked
 
     def __len__(self) -> int:
         return len(self.labels)

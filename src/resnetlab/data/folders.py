@@ -13,7 +13,9 @@ It is safe to build from several processes at once (each writes its own temporar
 into place: the array under a name that holds the fingerprint of its contents, then the index that names
 it). A damaged cache is detected and rebuilt: the index must parse, and the array must have the size the
 index recorded and, up to VERIFY_BYTES, its CRC-32 (larger arrays are checked by size and header only, so
-that opening a many-gigabyte cache stays instant).
+that opening a many-gigabyte cache stays instant). Every image also has a CRC-32 of its own, checked as a run
+reads it (rowfile.py): a cache damaged or cut short while a run reads it stops the run with one sentence.
+A cache written by an older version of resnetlab is rebuilt once, and the log says so.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ from tqdm import tqdm
 from ..errors import UserError, WriteFailed
 from ..files import atomic_write
 from .dataset import Dataset, DatasetInfo, channel_stats, data_dir
+from .rowfile import CheckedRows
 
 log = logging.getLogger("resnetlab")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 VAL_NAMES = ("val", "valid", "validation")
-CACHE_VERSION = 3  # 3: JPEGs decoded in draft mode (reduced scale) where the size allows
+CACHE_VERSION = 4  # 3: JPEGs decoded in draft mode where the size allows; 4: a CRC-32 per image (rowfile.py)
 BUILD_CHUNK = 256  # images decoded at once while building a cache (bounds the memory a build takes)
 CENTRE_CROP = 0.875  # the share of the stored square that evaluation keeps (timm's crop_pct; 224 of 256)
 VERIFY_BYTES = 1 << 29  # CRC-check arrays up to 512 MiB on every open (about 0.3 s at that size)
@@ -225,6 +228,7 @@ def _cached(
     if index is None or images is None:
         index = _build(class_root, classes, files, skipped, size, channels, cache, fingerprint)
         images = np.load(cache / index["array"], mmap_mode="r")
+    checks = CheckedRows(cache / index["array"], np.load(cache / index["checks"]), cache / "index.json")
     if index["skipped"] and fingerprint not in _warned:  # once per process, however often the folder is read
         _warned.add(fingerprint)
         shown = ", ".join(printable(p) for p, _ in index["skipped"][:5]) + (
@@ -245,7 +249,9 @@ def _cached(
     mean, std = tuple(index["mean"]), tuple(index["std"])
     info = DatasetInfo(shown_as, mean, std, (channels, image_size, image_size), tuple(classes), hflip=True)
     skipped = [p for p, _ in index["skipped"]]
-    return Dataset(images, labels, list(classes), info, split, str(class_root), skipped, files=list(index["files"]))
+    return Dataset(
+        images, labels, list(classes), info, split, str(class_root), skipped, files=list(index["files"]), checks=checks
+    )
 
 
 def _open_cache(cache: Path, fingerprint: str) -> tuple[dict | None, np.ndarray | None]:
@@ -258,10 +264,18 @@ def _open_cache(cache: Path, fingerprint: str) -> tuple[dict | None, np.ndarray 
     except (OSError, ValueError):
         log.warning("the cache index %s is damaged; rebuilding it", cache / "index.json")
         return None, None
-    if not isinstance(index, dict) or index.get("fingerprint") != fingerprint or "array" not in index:
-        return None, None  # another version of the folder (or of resnetlab): rebuild quietly
+    if not isinstance(index, dict):
+        return None, None
+    if index.get("version") != CACHE_VERSION and "fingerprint" in index:
+        log.warning(
+            "the cache %s was written by an earlier resnetlab (cache format %s); rebuilding it once in format %d "
+            "(a checksum per image)", cache, index.get("version", "3 or older"), CACHE_VERSION,
+        )  # fmt: skip
+        return None, None
+    if index.get("fingerprint") != fingerprint or "array" not in index:
+        return None, None  # another version of the folder: rebuild quietly
     path = cache / index["array"]
-    problem = _array_problem(path, index)
+    problem = _array_problem(path, index) or _checks_problem(cache, index)
     if problem is None:
         try:
             images = np.load(path, mmap_mode="r")
@@ -284,6 +298,17 @@ def _array_problem(path: Path, index: dict) -> str | None:
         return f"{actual:,} bytes, the index recorded {index['bytes']:,}"
     if actual <= VERIFY_BYTES and _crc32(path) != index["crc32"]:
         return "its CRC-32 differs from the one recorded"
+    return None
+
+
+def _checks_problem(cache: Path, index: dict) -> str | None:
+    """Why the per-image checksums do not fit the index, or None."""
+    try:
+        checks = np.load(cache / index["checks"])
+    except (KeyError, OSError, ValueError) as err:
+        return f"its checksums cannot be read ({err})"
+    if checks.shape != (len(index["labels"]),):
+        return f"{checks.size} checksums for {len(index['labels'])} images"
     return None
 
 
@@ -361,6 +386,13 @@ def reserve_blocks(path: Path) -> None:
         os.close(fd)
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    """`array` as the bytes of an .npy file (np.save to a path would add ".npy" to a temporary file's name)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def _crc32(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
@@ -392,6 +424,7 @@ def _build(
         array = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
         reserve_blocks(scratch)
         good: list[tuple[str, int, int, int]] = []
+        crcs: list[int] = []  # of each good image's bytes, as written
         with (
             ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool,  # Pillow decodes without the GIL
             tqdm(total=len(files), unit="img", desc=f"caching {class_root.name}", disable=None, leave=False) as bar,
@@ -405,6 +438,7 @@ def _build(
                     else:
                         array[len(good)] = result
                         good.append(entry)
+                        crcs.append(zlib.crc32(np.ascontiguousarray(result)))
                 bar.update(len(chunk))
         if not good:
             raise UserError(f"none of the {len(files)} image files in {class_root} could be read ({skipped[-1][1]})")
@@ -414,7 +448,10 @@ def _build(
             _cut_rows(scratch, len(good))
         mean, std = channel_stats(np.load(scratch, mmap_mode="r"))
         os.replace(scratch, cache / array_name)
+    checks_name = f"checks-{fingerprint[:16]}.npy"
+    atomic_write(cache / checks_name, lambda tmp: tmp.write_bytes(npy_bytes(np.asarray(crcs, np.uint32))))
     index = {
+        "version": CACHE_VERSION,
         "fingerprint": fingerprint,
         "root": str(class_root),
         "classes": classes,
@@ -424,6 +461,7 @@ def _build(
         "mean": mean,
         "std": std,
         "array": array_name,
+        "checks": checks_name,
         "bytes": (cache / array_name).stat().st_size,
         "crc32": _crc32(cache / array_name) if (cache / array_name).stat().st_size <= VERIFY_BYTES else None,
     }
@@ -431,8 +469,8 @@ def _build(
     listing = "".join(f"{p}\t{reason}\n" for p, reason in skipped).encode("utf-8", "surrogateescape")
     atomic_write(cache / "skipped.txt", lambda tmp: tmp.write_bytes(listing))
     atomic_write(cache / "index.json", lambda tmp: tmp.write_text(json.dumps(index)))
-    for old in cache.glob("images*.npy"):  # arrays of earlier versions of the folder
-        if old.name != array_name:
+    for old in [*cache.glob("images*.npy"), *cache.glob("checks*.npy")]:  # of earlier versions of the folder
+        if old.name not in (array_name, checks_name):
             old.unlink(missing_ok=True)  # a process still reading one keeps its memory map (POSIX)
     return index
 

@@ -32,7 +32,7 @@ from ..errors import UserError
 from .dataset import Dataset, centre_offsets
 from .photo import PhotoDraws, colour, crop_boxes, device_constant, draw, draw_warps, erase, resized_crops
 from .policy import POLICIES, apply_policy, draw_policy
-from .stream import HostImages, ahead, residency, shared_tensor
+from .stream import HostImages, ahead, read_whole, residency
 
 PAD_MODES = ("zeros", "reflect")
 
@@ -176,11 +176,9 @@ class BatchLoader:
         self.images: torch.Tensor | None = None
         self.host: HostImages | None = None
         if self.residency.held:
-            self.images = (
-                shared_tensor(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(self.device)
-            )
+            self.images = read_whole(data.images, data.checks).permute(0, 3, 1, 2).contiguous().to(self.device)
         else:
-            self.host = HostImages(data.images, pin=self.device.type == "cuda")
+            self.host = HostImages(data.images, pin=self.device.type == "cuda", checks=data.checks)
         self.labels = torch.from_numpy(np.asarray(data.labels, np.int64)).to(self.device)
         mean = torch.tensor(mean if mean is not None else data.info.mean, dtype=torch.float32)
         std = torch.tensor(std if std is not None else data.info.std, dtype=torch.float32)

@@ -4,7 +4,9 @@ The loader keeps a dataset whole on the training device when it fits (the fastes
 gather on the device). When it does not, the images stay in the cache file, mapped into memory: a batch is
 the rows its plan names, read in file order (the page cache, not the process, holds what was read), pinned
 where the device is a GPU so that the copy does not block, and prepared by a background thread while the
-current batch trains (up to two batches ahead). The epoch plan is the same either way, so the batches are bit-identical.
+current batch trains (up to two batches ahead). A folder cache is checked as it is read, held or streamed
+(rowfile.py): a cache damaged or cut short under a run stops it with one sentence. The epoch plan is the same
+either way, so the batches are bit-identical.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from ..files import byte_size
 from .dataset import Rows, mapped
+from .rowfile import CheckedRows
 
 HOLD_FRACTION = 0.25  # hold a dataset whole when it takes at most this share of the free (device) memory
 T = TypeVar("T")
@@ -71,10 +74,12 @@ def residency(images: np.ndarray | Rows, device: torch.device, stream: str = "au
 
 
 class HostImages:
-    """uint8 (N, H, W, C) images as a CPU tensor over the array or memory map; `gather` reads some rows."""
+    """uint8 (N, H, W, C) images on the host, `gather` reading some rows in file order: from a folder cache's file,
+    each row checked against its checksum (`checks`, see rowfile.py), else from the array or memory map."""
 
-    def __init__(self, images: np.ndarray | Rows, pin: bool) -> None:
+    def __init__(self, images: np.ndarray | Rows, pin: bool, checks: CheckedRows | None = None) -> None:
         base, self.rows = mapped(images) or (np.asarray(images), None)
+        self.checks = checks
         self.base = shared_tensor(base)  # the very mapping the dataset holds (its file may be gone since)
         self.pin = pin
 
@@ -83,8 +88,24 @@ class HostImages:
         where = self.rows[idx.numpy()] if self.rows is not None else idx.numpy()
         order = np.argsort(where, kind="stable")
         out = torch.empty((len(idx), *self.base.shape[1:]), dtype=torch.uint8, pin_memory=self.pin)
+        if self.checks is not None:
+            self.checks.unchanged()  # a file cut short since the last batch is said here, not met as a SIGBUS
         out[torch.from_numpy(order)] = self.base.index_select(0, torch.from_numpy(where[order]))
+        if self.checks is not None:
+            self.checks.unchanged()  # and one written to while this batch was copied
+            self.checks.check(where, out.numpy())
         return out
+
+
+def read_whole(images: np.ndarray | Rows, checks: CheckedRows | None) -> torch.Tensor:
+    """Every image, (N, H, W, C) uint8 in memory; a folder cache's read through its file (pread: a file cut short
+    meanwhile is an error, not a SIGBUS) and checked."""
+    if checks is None:
+        return shared_tensor(np.ascontiguousarray(images))
+    base, rows = mapped(images) or (images, None)
+    out = np.empty((len(images), *base.shape[1:]), np.uint8)
+    checks.read(np.arange(len(base)) if rows is None else rows, out)
+    return torch.from_numpy(out)
 
 
 def shared_tensor(array: np.ndarray) -> torch.Tensor:

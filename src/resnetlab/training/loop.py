@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.rowfile import CacheChanged
 from ..errors import TrainingDiverged
 from ..evaluation import evaluate
 from .config import TrainConfig
@@ -66,10 +68,23 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     writer = tensorboard_writer(run_dir, session.cfg) if session.world.is_main else None
     run = Run(session, data, trainer, state, run_dir, writer, stop, wall_start=time.perf_counter() - state.wall_s)
     start_epoch, start_batch = state.epoch, state.batch_in_epoch
-    for epoch in range(start_epoch, trainer.epochs):
-        run.train_epoch(epoch, first=start_batch if epoch == start_epoch else 0)
-        run.end_epoch(epoch)
-    scores = final_scores(run)  # every process scores its share of the final split
+    with resumable(run_dir):
+        for epoch in range(start_epoch, trainer.epochs):
+            run.train_epoch(epoch, first=start_batch if epoch == start_epoch else 0)
+            run.end_epoch(epoch)
+        scores = final_scores(run)  # every process scores its share of the final split
     if not session.world.is_main:
         return RunResult(run_dir, {}, state.rows)  # rank 0 writes the summary
     return RunResult(run_dir, finish(run, scores, time.perf_counter() - run.wall_start), state.rows)
+
+
+@contextlib.contextmanager
+def resumable(run_dir: Path) -> Iterator[None]:
+    """A cache that changed under the run stops it (rowfile.py); the message says how to carry on from the run's
+    checkpoint, when it has one."""
+    try:
+        yield
+    except CacheChanged as err:
+        if (run_dir / "last.pt").is_file():
+            err.next_step = f"resume with: resnetlab train resume={run_dir}"
+        raise
