@@ -1,6 +1,7 @@
 """Files that are not what they claim, full disks and concurrent caches: each ends in one sentence naming the
 file, a skipped image with its reason, or a rebuilt cache; never a traceback, and nothing earlier is lost."""
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -8,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import resnetlab
+from image_folders import colour_folder
 from resnetlab import checkpoint as ckpt
 from resnetlab.cli import main
 from resnetlab.data import BatchLoader, folders, load_dataset
@@ -411,6 +414,56 @@ def test_a_cache_of_an_earlier_format_is_rebuilt_once_and_says_so(tmp_path, capl
     assert len(said) == 1 and "rebuilding it once in format" in said[0]
     caplog.clear()
     assert digest(root) == expected and not caplog.records  # once: the rebuilt cache is current
+
+
+# ---------------------------------------------------------------------------------------------------
+# The same faults on real mounts: a small tmpfs, and one remounted read-only. Where mounting is not allowed (a
+# container without CAP_SYS_ADMIN, a user who is not root) they skip, saying so; the simulated variants above run
+# everywhere.
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount command here; the simulated variant of this fault runs instead")
+    if done.returncode:
+        pytest.skip(f"mounting a tmpfs is not allowed here ({done.stderr.strip()}); the simulated variant runs instead")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_cache_build_on_a_real_full_tmpfs_is_one_sentence_and_leaves_the_disk_as_it_was(
+    tmp_path, monkeypatch, capsys
+):
+    """Item 6 as reported: RESNETLAB_DATA on a 3 MB tmpfs and a 13 MB cache to build."""
+    root = colour_folder(tmp_path / "photos", per_class=70, size=128, noise=30)
+    with tmpfs(tmp_path / "small", "3m") as small:
+        monkeypatch.setenv("RESNETLAB_DATA", str(small))
+        runs = tmp_path / "runs"
+        assert main(["train", f"data={root}", "model=resnet8", "epochs=1", f"out={runs}", "quiet=true"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "no space left on device while writing" in err and len(err.splitlines()) == 1, err
+        left = [p for p in small.rglob("*") if p.is_file()]
+        assert sum(p.stat().st_size for p in left) < 100_000, left  # no full-size temporary file fills the disk
+
+
+def test_out_on_a_real_read_only_mount_is_one_sentence_and_exit_2(tmp_path, capsys):
+    """Item 8 as reported: out= on a read-only file system."""
+    with tmpfs(tmp_path / "ro", "1m") as ro:
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(ro)], capture_output=True, text=True)
+        if remounted.returncode:
+            pytest.skip(f"remounting read-only is not allowed here ({remounted.stderr.strip()})")
+        assert main(["train", *TRAIN, f"out={ro / 'runs'}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "read-only file system" in err and "choose another out=" in err and len(err.splitlines()) == 1, err
+        assert not list(ro.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------------

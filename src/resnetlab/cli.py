@@ -6,6 +6,7 @@ import argparse
 import errno
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,25 +63,38 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
     from .data import load_dataset
     from .data.dataset import channel_stats
+    from .data.folders import CENTRE_CROP
+    from .training import load_config
+    from .training.resolve import resolve
 
+    # The data settings as `train` resolves them, so that what is shown (and cached) is what a run would use.
+    given = [f"data={args.dataset}", f"data.val_fraction={args.val_fraction}", f"data.split_seed={args.split_seed}"]
+    for key, value in (("image_size", args.image_size), ("channels", args.channels), ("centre_crop", args.centre_crop)):
+        given += [f"data.{key}={value}"] if value else []
+    resolved = resolve(load_config(None, given))
+    d = resolved.cfg.data
     data = load_dataset(
-        args.dataset,
+        d.name,
         args.split,
-        image_size=args.image_size,
-        channels=args.channels,
-        centre_crop=args.centre_crop,
-        val_fraction=args.val_fraction,
-        seed=args.split_seed,
+        image_size=d.image_size or 224,
+        channels=d.channels or 3,
+        centre_crop=d.centre_crop or CENTRE_CROP,
+        val_fraction=d.val_fraction,
+        seed=d.split_seed,
     )
     counts = np.bincount(data.labels, minlength=len(data.classes))
     mean, std = channel_stats(data.images, limit=50_000)
     print(f"dataset: {data.info.name} ({args.split} split)")
     print(f"found at: {data.source}")
     print(f"images: {len(data):,} of {'x'.join(map(str, data.images.shape[1:]))} (H x W x C), uint8")
+    seen = "x".join(map(str, data.info.input_size[1:]))
     if tuple(data.info.input_size[1:]) != tuple(data.images.shape[1:3]):
-        seen = "x".join(map(str, data.info.input_size[1:]))
         print(f"network input: {seen} (evaluation takes the centre; training crops from the whole)")
-    print(f"classes: {len(data.classes)}; horizontal flips keep labels: {'yes' if data.info.hflip else 'no'}")
+    if "data.image_size" in resolved.why:
+        print(f"image size chosen as train chooses it: {resolved.why['data.image_size']}")
+    flips = d.hflip == "true" if d.hflip != "auto" else data.info.hflip
+    flips_why = f" ({resolved.why['data.hflip']})" if "data.hflip" in resolved.why else ""
+    print(f"classes: {len(data.classes)}; training flips images horizontally: {'yes' if flips else 'no'}{flips_why}")
     print(f"mean: {', '.join(f'{m:.4f}' for m in mean)}   std: {', '.join(f'{v:.4f}' for v in std)}")
     width = max(len(c) for c in data.classes)
     for name, count in zip(data.classes, counts):
@@ -147,16 +161,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if "=" not in overrides[0]:
         recipe = overrides.pop(0)
+        if Path(recipe).expanduser().is_dir():  # `resnetlab train FOLDER`: the folder is the data, not a recipe
+            print(f"resnetlab: training on the folder {recipe} (as data={recipe})", file=sys.stderr)
+            recipe, overrides = None, [f"data={recipe}", *overrides]
     if args.command == "finetune" and not any(o.startswith(("init=", "output.init=", "resume=")) for o in overrides):
         raise UserError("finetune needs init=WEIGHTS (a run, a .safetensors, or a torchvision/timm .pth file)")
     cfg = load_config(recipe, overrides)
-    if args.print_config:  # the resolved settings, and nothing trained or written
-        print(cfg.to_yaml().rstrip())
+    if args.print_config:  # the settings as a run would use them, with why, and nothing trained or written
+        from .training.resolve import annotated_yaml, resolve
+
+        print(annotated_yaml(resolve(cfg)))
         return 0
     if cfg.run.nproc > 1 and not under_torchrun():
         return launch(cfg.run.nproc, list(args.settings), args.command)
-    if not cfg.run.quiet and os.environ.get("RANK", "0") == "0":
-        print(cfg.to_yaml().rstrip())
     try:
         fit(cfg)
     except WriteFailed as err:
@@ -256,18 +273,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .files import atomic_write, chosen_output, refuse_run_file
     from .inference import predict
 
-    if args.topk < 1:
-        raise UserError(f"--topk {args.topk} should be a positive number of classes, such as 5")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size} should be a positive number of images, such as 64")
-    images, out = split_out(args.images, None)
+    images, options = paths_and_options(args.images, {"out": Path, "topk": int, "batch_size": int, "device": str})
+    topk, batch_size = options.get("topk", args.topk), options.get("batch_size", args.batch_size)
+    if topk < 1:
+        raise UserError(f"{as_given('topk', options, topk)} should be a positive number of classes, such as 5")
+    if batch_size < 1:
+        raise UserError(
+            f"{as_given('batch_size', options, batch_size)} should be a positive number of images, such as 64"
+        )
+    out = options.get("out")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise UserError(f"out={out} should end in .csv or .json")
     if out is not None:
         refuse_run_file(out)  # before predicting: a run's own files (summary.json, ...) are never written over
     if not images:
         raise UserError("predict needs images: files, folders or patterns such as 'photos/*.jpg'")
-    results = predict(args.weights, images, topk=args.topk, batch_size=args.batch_size)
+    results = predict(args.weights, images, topk=topk, batch_size=batch_size, device=options.get("device", "cpu"))
     skipped = [r for r in results if "skipped" in r]
     if out is not None:
         text = json.dumps(results, indent=2) + "\n" if out.suffix.lower() == ".json" else predictions_csv(results)
@@ -306,10 +327,17 @@ def predictions_csv(results: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def split_out(items: list[str], default: Path | None) -> tuple[list[str], Path | None]:
-    """Positional paths plus an optional out=PATH among them (else `default`)."""
-    outs = [i.split("=", 1)[1] for i in items if i.startswith("out=")]
-    return [i for i in items if not i.startswith("out=")], Path(outs[-1]) if outs else default
+def as_given(key: str, options: dict, value: object) -> str:
+    """'topk=-1' when the option was given as key=value, '--topk -1' when as a flag: as the user wrote it."""
+    return f"{key}={value}" if key in options else f"--{key.replace('_', '-')} {value}"
+
+
+def paths_and_options(items: list[str], allowed: dict[str, type]) -> tuple[list[str], dict]:
+    """Image paths, and key=value options among them (checked against `allowed`, as key_values does): an item is
+    an option when it reads `word=...` and no file of that name exists."""
+    is_option = [re.fullmatch(r"[a-z_]+=.*", i) is not None and not Path(i).exists() for i in items]
+    options = key_values([i for i, o in zip(items, is_option) if o], allowed)
+    return [i for i, o in zip(items, is_option) if not o], options
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -319,14 +347,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .files import atomic_write, chosen_output, refuse_run_file
     from .inference import embed
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size} should be a positive number of images, such as 256")
-    inputs, out = split_out(args.inputs, Path("features.npy"))
+    inputs, options = paths_and_options(args.inputs, {"out": Path, "batch_size": int})
+    batch_size, out = options.get("batch_size", args.batch_size), options.get("out", Path("features.npy"))
+    if batch_size < 1:
+        raise UserError(
+            f"{as_given('batch_size', options, batch_size)} should be a positive number of images, such as 256"
+        )
     kind = out.suffix.lower()
     if kind not in (".npy", ".csv", ".json"):
         raise UserError(f"out={out} should end in .npy (with the names in a .txt beside it), .csv or .json")
     refuse_run_file(out)  # before embedding: a run's own files are never written over
-    features, names, skipped = embed(args.weights, inputs, batch_size=args.batch_size)
+    features, names, skipped = embed(args.weights, inputs, batch_size=batch_size)
     written = [out]
     with chosen_output(out):  # each file complete or absent: written beside, then renamed
         if kind == ".npy":
@@ -473,8 +504,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .experiments import compare_runs
 
-    runs, out = split_out(args.runs, None)
-    exp_dir = compare_runs(runs, out or Path(runs[0]).parent / "compare")
+    runs, options = paths_and_options(args.runs, {"out": Path})
+    exp_dir = compare_runs(runs, options.get("out") or Path(runs[0]).parent / "compare")
     print((exp_dir / "results.md").read_text().rstrip())
     print(f"report: {exp_dir / 'report.md'}")
     return 0
@@ -537,7 +568,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argumen
             arg(
                 "settings",
                 nargs="*",
-                help="split=test|val|train (val and train: the run's own split, rebuilt from its record) "
+                help="split=test|val|train (default: test, else val where the data has no test split; val and "
+                "train: the run's own split, rebuilt from its record) "
                 "data=NAME|PATH batch_size=256 device=auto limit=N out=cm.png tta=none|flip",
             ),
             arg("--json", action="store_true", help="print JSON"),
@@ -551,8 +583,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argumen
             arg(
                 "images",
                 nargs="+",
-                help="image files, folders (every image below) and quoted patterns ('shots/**/*.png'); "
-                "out=predictions.csv or out=predictions.json writes them to a file",
+                help="image files, folders (every image below) and quoted patterns ('shots/**/*.png'); options: "
+                "out=predictions.csv or out=predictions.json (writes them to a file), topk=5, batch_size=64, "
+                "device=cpu|cuda|auto",
             ),
             arg("--topk", type=int, default=5),
             arg("--batch-size", type=int, default=64, help="images prepared and run at a time"),
@@ -567,8 +600,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argumen
             arg(
                 "inputs",
                 nargs="+",
-                help="image files, folders and quoted patterns; out=features.npy (names in features.txt), out=x.csv "
-                "or out=x.json names the output",
+                help="image files, folders and quoted patterns; options: out=features.npy (names in features.txt), "
+                "out=x.csv or out=x.json (names the output), batch_size=256",
             ),
             arg("--batch-size", type=int, default=256),
         ],
@@ -629,13 +662,23 @@ DATA_COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Ar
                 "$RESNETLAB_DATASETS) or a path",
             ),
             arg("--split", default="train", choices=("train", "val", "test")),
-            arg("--image-size", type=int, default=224, help="image folders: side of the square images"),
-            arg("--channels", type=int, default=3, help="image folders: 1 (grayscale) or 3 (RGB)"),
+            arg(
+                "--image-size",
+                type=int,
+                default=0,
+                help="image folders: side of the square images (default: as train chooses, the images' own size)",
+            ),
+            arg(
+                "--channels",
+                type=int,
+                default=0,
+                help="image folders: 1 (grayscale) or 3 (RGB) (default: as train chooses, from the images)",
+            ),
             arg(
                 "--centre-crop",
                 type=float,
-                default=0.875,
-                help="image folders: cached at size / this (0.875: 256 for 224)",
+                default=0.0,
+                help="image folders: cached at size / this (default 0.875: 256 for 224)",
             ),
             arg(
                 "--val-fraction",
@@ -677,11 +720,27 @@ def add_commands(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="resnetlab", description="Residual networks: define, train, explain, export.")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     add_commands(sub, COMMANDS)
     data = sub.add_parser("data", help="inspect or fetch datasets").add_subparsers(dest="data_command", required=True)
     add_commands(data, DATA_COMMANDS)
     return parser
+
+
+def version_line() -> str:
+    """'resnetlab 0.1.0 (torch 2.14.1, torchvision 0.29.1, Python 3.11.7)', read without importing torch."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def of(package: str) -> str:
+        try:
+            return f"{package} {version(package)}"
+        except PackageNotFoundError:
+            return f"no {package}"
+
+    return f"resnetlab {__version__} ({of('torch')}, {of('torchvision')}, Python {sys.version.split()[0]})"
 
 
 def quiet_large_photos() -> None:

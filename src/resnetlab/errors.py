@@ -33,6 +33,18 @@ def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean {' or '.join(near)}?)" if near else ""
 
 
+def near_path(given: str | Path) -> str:
+    """' (did you mean runs/resnet20-fashion-mnist?)' for a path that does not exist but whose folder holds a
+    name close to its last part; '' otherwise."""
+    path = Path(given).expanduser()
+    try:
+        siblings = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
+    except OSError:
+        return ""
+    near = closest(path.name, siblings, n=2)
+    return f" (did you mean {' or '.join(str(path.parent / n) for n in near)}?)" if near else ""
+
+
 class RunStopped(Exception):
     """A run stopped on request with its checkpoint written; `exit_code` is 128 + the signal number."""
 

@@ -200,7 +200,7 @@ def _old_val_fraction(source: str | Path) -> float | None:
 def evaluate(
     source: str | Path,
     data: str | None = None,
-    split: str = "test",
+    split: str = "auto",
     batch_size: int = 256,
     device: str = "auto",
     precision: str = "auto",
@@ -211,12 +211,14 @@ def evaluate(
     """Top-1, top-5, per-class accuracy and confusion matrix of a trained model on a dataset split
     (`tta="flip"`: each image scored by the mean of its and its mirror image's class probabilities).
 
-    On the data it was trained on, the split is the run's own, rebuilt from the settings recorded in the
-    weights: split="val" scores exactly the images the run held out (and selected on), split="train" those
-    it trained on; if an image folder has changed since, that is an error rather than a score on other images.
+    split="auto" scores the test split, or where the data has none (a flat image folder) the validation split,
+    with a note that the run selected its epoch on it. On the data it was trained on, the split is the run's
+    own, rebuilt from the settings recorded in the weights: split="val" scores exactly the images the run held
+    out (and selected on), split="train" those it trained on; if an image folder has changed since, that is an
+    error rather than a score on other images.
     """
-    if split not in ("train", "val", "test"):
-        raise UserError(f"split={split!r} is unknown; use 'train', 'val' or 'test'")
+    if split not in ("auto", "train", "val", "test"):
+        raise UserError(f"split={split!r} is unknown; use 'test', 'val' or 'train' ('auto': test, else val)")
     if tta not in ("none", "flip"):
         raise UserError(f"tta={tta!r} is unknown; use none or flip")
     exported = is_export(source)  # an ONNX / .pt2 / TorchScript file, scored as it would run in deployment
@@ -226,6 +228,7 @@ def evaluate(
     else:
         model, meta = load(source, "cpu")
     dataset, run_split, notes = evaluation_images(source, meta, data, split, limit, data_options)
+    split = dataset.split  # "auto" made test, or val where the data has no test split
     if tta == "flip" and not dataset.info.hflip:
         raise UserError(f"tta=flip scores mirror images, but {dataset.info.name} means something else mirrored; "
                         "use tta=none")  # fmt: skip
@@ -252,9 +255,16 @@ def evaluation_images(
     """The images to score: the split of the weights' own data as their run made it (or of `data`), checked
     against the run's record and the model's classes; notes on what a figure of them means."""
     notes: list[str] = []
+    asked, split = split, "test" if split == "auto" else split
     if meta.split is None and is_own_data(meta, data) and not options and data_name(meta, data):
         options, notes = legacy_split(source, split)
     run_split = load_run_split(meta, data, (split,), options or None)
+    if asked == "auto" and run_split.splits.test is None:
+        split, run_split = "val", load_run_split(meta, data, ("val",), options or None)
+        notes.append(
+            "the data has no test split, so its validation split is scored: the images the run chose its epoch on, "
+            "so the figure is optimistic (a test/ folder beside train/ gives an unbiased one)"
+        )
     dataset = run_split.splits.part(split)
     name = run_split.name
     if dataset is None:

@@ -8,6 +8,8 @@ centre-cropped to that square. Evaluation takes the centre image_size square of 
 timm's Resize(256) + CenterCrop(224)); training crops and scales from the whole stored square. Unreadable,
 truncated and non-image files are skipped, counted, named in one warning line and listed in skipped.txt
 beside the cache; they never stop a run half-way.
+A folder may say of itself, in a resnetlab.yaml beside its class folders (or beside train/), that mirroring
+changes its labels (`hflip: false`): its training then never flips it, and flip test-time augmentation refuses it.
 The cache is keyed by folder, size and channels, and rebuilt when any file's size or mtime changes.
 It is safe to build from several processes at once (each writes its own temporary files, and renames them
 into place: the array under a name that holds the fingerprint of its contents, then the index that names
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
@@ -172,10 +175,48 @@ def folder_parts(
     if not classes:
         raise UserError(f"{train_root} has no class folders; expected {train_root}/<class name>/<images>")
 
+    hflip, _ = folder_flips(root)
+
     def reader(split: str, class_root: Path) -> Callable[[], Dataset]:
-        return lambda: _cached(class_root, classes, (image_size, stored), channels, root.name, split)
+        return lambda: _cached(class_root, classes, (image_size, stored), channels, (root.name, hflip), split)
 
     return {split: reader(split, d) if d is not None else None for split, d in dirs.items()}
+
+
+DECLARATION = "resnetlab.yaml"  # beside a folder's class folders (or its train/): what it says of itself
+DECLARABLE = {"hflip": bool}  # key -> type
+
+
+def declared(root: Path) -> dict:
+    """What a folder says of itself in its resnetlab.yaml ({} when it has none), each key checked."""
+    path = Path(root).expanduser() / DECLARATION
+    if not path.is_file():
+        return {}
+    try:
+        said = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"{path} cannot be read as YAML ({type(err).__name__}); write it as `hflip: false`") from None
+    if not isinstance(said, dict):
+        raise UserError(f"{path} should be a mapping such as `hflip: false`, not {type(said).__name__}")
+    for key, value in said.items():
+        if key not in DECLARABLE:
+            raise UserError(f"{path} declares {key!r}, which is unknown; a folder can declare {', '.join(DECLARABLE)}")
+        if not isinstance(value, DECLARABLE[key]):
+            raise UserError(f"{path}: {key}: {value!r} should be true or false")
+    return said
+
+
+def folder_flips(root: Path) -> tuple[bool, str]:
+    """Whether a folder's training flips its images, and why: the convention (torchvision and timm flip every
+    folder), unless the folder declares `hflip: false` in its resnetlab.yaml."""
+    path = Path(root).expanduser() / DECLARATION
+    if "hflip" in declared(root):
+        flips = declared(root)["hflip"]
+        return flips, f"declared in {path}"
+    return True, (
+        f"an image folder is flipped, as torchvision and timm do; for images that mirroring changes (digits, text), "
+        f"write `hflip: false` in {path} or set data.hflip=false"
+    )
 
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -216,10 +257,12 @@ def natural_shape(root: Path, sample: int = 200) -> tuple[int, int, str]:
 
 
 def _cached(
-    class_root: Path, classes: list[str], sizes: tuple[int, int], channels: int, shown_as: str, split: str
+    class_root: Path, classes: list[str], sizes: tuple[int, int], channels: int, about: tuple[str, bool], split: str
 ) -> Dataset:
-    """The folder's images at sizes = (network input, stored square), from its cache (built if need be)."""
+    """The folder's images at sizes = (network input, stored square), from its cache (built if need be); `about`
+    is (the name it is shown by, whether flips keep its labels)."""
     image_size, size = sizes
+    shown_as, hflip = about
     files, skipped = scan(class_root, classes)
     fingerprint = hashlib.sha1(json.dumps([CACHE_VERSION, classes, files, skipped]).encode()).hexdigest()
     key = hashlib.sha1(f"{class_root}|{size}|{channels}".encode()).hexdigest()[:16]
@@ -247,7 +290,7 @@ def _cached(
         if not (labels == label).any():
             raise UserError(f"class folder {class_root / name} has no readable images; add images or remove it")
     mean, std = tuple(index["mean"]), tuple(index["std"])
-    info = DatasetInfo(shown_as, mean, std, (channels, image_size, image_size), tuple(classes), hflip=True)
+    info = DatasetInfo(shown_as, mean, std, (channels, image_size, image_size), tuple(classes), hflip=hflip)
     skipped = [p for p, _ in index["skipped"]]
     return Dataset(
         images, labels, list(classes), info, split, str(class_root), skipped, files=list(index["files"]), checks=checks

@@ -70,6 +70,25 @@ class AugmentConfig:
     def jitter(self) -> tuple[float, float, float, float]:
         return (self.brightness, self.contrast, self.saturation, self.hue)
 
+    def describe(self, flip_key: str = "data.hflip") -> str:
+        """The augmentations in force, in a few words ('none' when none is), flips with the key that turns them
+        off or on."""
+        said = []
+        if self.crop_scale:
+            said.append(f"random resized crops ({self.crop_scale[0]:g}-{self.crop_scale[1]:g} of the area)")
+        elif self.crop_padding:
+            said.append(f"pad-crop {self.crop_padding} ({self.pad_mode})")
+        said.append(f"horizontal flips ({flip_key}=false to stop)" if self.hflip else f"no flips ({flip_key})")
+        named = (("cutout", self.cutout), ("mixup", self.mixup), ("cutmix", self.cutmix), ("rotate", self.rotate),
+                 ("shear", self.shear), ("zoom", self.zoom), ("translate", self.translate), ("grey", self.grey),
+                 ("erase", self.erase))  # fmt: skip
+        said += [f"{name} {value:g}" for name, value in named if value]
+        if any(self.jitter):
+            said.append("colour jitter " + "/".join(f"{v:g}" for v in self.jitter))
+        if self.policy != "none":
+            said.append(self.policy)
+        return ", ".join(said)
+
     def validate(self) -> None:
         values = (self.crop_padding, self.cutout, self.mixup, self.cutmix, *self.jitter, self.grey, self.erase)
         values += self.warp

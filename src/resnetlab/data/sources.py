@@ -13,7 +13,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import UserError, did_you_mean
+from ..errors import UserError, did_you_mean, near_path
 from .dataset import Dataset, DatasetInfo
 from .folders import CENTRE_CROP, folder_parts
 from .generated import synthetic
@@ -21,7 +21,16 @@ from .idx import load_idx_path
 from .registry import canonical, named, names
 from .splits import Splits, split_parts
 
-__all__ = ["dataset_info", "load_dataset", "load_splits", "same_data", "source_parts", "synthetic"]
+__all__ = [
+    "check_data_name",
+    "dataset_info",
+    "image_folder",
+    "load_dataset",
+    "load_splits",
+    "same_data",
+    "source_parts",
+    "synthetic",
+]
 
 
 def same_data(a: str, b: str | None) -> bool:
@@ -31,6 +40,15 @@ def same_data(a: str, b: str | None) -> bool:
     if Path(a).expanduser().exists() and Path(b).expanduser().exists():
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
     return canonical(a) == canonical(b)
+
+
+def image_folder(name_or_path: str) -> Path | None:
+    """The folder, when `name_or_path` is a folder of images in class folders (not a named dataset, nor a folder
+    of IDX files or CIFAR batches), else None."""
+    candidate = Path(name_or_path).expanduser()
+    if named(name_or_path) is not None or not candidate.is_dir():
+        return None
+    return None if any("idx3" in p.name for p in candidate.iterdir()) else candidate
 
 
 def source_parts(
@@ -46,8 +64,9 @@ def source_parts(
     key = canonical(name_or_path)
     known = named(name_or_path) is not None
     candidate = Path(name_or_path).expanduser()
-    if not known and candidate.is_dir() and not any("idx3" in p.name for p in candidate.iterdir()):
-        return folder_parts(candidate, image_size=image_size, channels=channels, centre_crop=centre_crop)
+    folder = image_folder(name_or_path)
+    if folder is not None:
+        return folder_parts(folder, image_size=image_size, channels=channels, centre_crop=centre_crop)
 
     def reader(split: str) -> Callable[[], Dataset]:
         return lambda: _load_split(key, candidate, split, path, allow_download)
@@ -140,10 +159,22 @@ def _load_split(key: str, candidate: Path, split: str, path: str | Path | None, 
         return cifar.read(split, candidate, allow_download=False)  # type: ignore[union-attr]
     if candidate.is_dir():
         return load_idx_path(candidate, split)
-    known = names()
-    raise UserError(
+    raise unknown_data(key)
+
+
+def check_data_name(name_or_path: str) -> None:
+    """Raise the one-sentence error for data that is neither a named dataset nor an existing path, with the
+    nearest name or path; nothing for data that may be read."""
+    if named(name_or_path) is None and not Path(name_or_path).expanduser().exists():
+        raise unknown_data(name_or_path)
+
+
+def unknown_data(name_or_path: str) -> UserError:
+    candidate, key, known = Path(name_or_path).expanduser(), canonical(name_or_path), names()
+    return UserError(
         f"dataset {str(candidate) if candidate.parts[:-1] else key!r} is neither a known name"
-        f"{did_you_mean(key, known)} nor an existing path; use one of {', '.join(known)} or a folder of images"
+        f"{did_you_mean(key, known) or near_path(candidate)} nor an existing path; use one of {', '.join(known)} "
+        "or a folder of images"
     )
 
 

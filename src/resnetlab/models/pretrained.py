@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import Checkpoint, is_checkpoint
-from ..errors import UserError
+from ..errors import UserError, near_path
 from ..files import load_plain, read_weights
 from ..records import WeightsMeta
 
@@ -50,7 +50,9 @@ def resolve_weights_path(source: str | Path) -> Path:
                 return path / name
         raise UserError(f"{path} holds no best.safetensors or last.safetensors; is it a finished resnetlab run?")
     if not path.is_file():
-        raise UserError(f"weights {source} not found; give a run directory, a .safetensors or a .pth/.pt file")
+        raise UserError(
+            f"weights {source} not found{near_path(source)}; give a run directory, a .safetensors or a .pth/.pt file"
+        )
     return path
 
 

@@ -59,7 +59,8 @@ class DataConfig:
     )
     hflip: str = setting(
         "auto",
-        '"auto" follows the dataset (no flips for digits), or "true" / "false"',
+        '"auto": as the data declares (a named dataset: none for digits and letters; an image folder: flipped, '
+        'unless a resnetlab.yaml beside its class folders says hflip: false), or "true" / "false"',
         choices=("auto", "true", "false"),
     )
     cutout: int = setting(

@@ -22,7 +22,7 @@ from .device import autocast
 from .distributed import World
 from .finetune import apply_freeze, still_frozen
 from .norm_stats import reestimate, young_norms
-from .report import epoch_line, say, write_metrics
+from .report import about, epoch_line, say, write_metrics
 from .run_data import RunData
 from .session import Session
 from .signals import StopSignals
@@ -41,6 +41,7 @@ class Run:
     stop: StopSignals
     wall_start: float = field(default_factory=time.perf_counter)  # perf_counter() at the run's second 0
     saved_at: float = field(default_factory=time.perf_counter)  # when the last checkpoint was written
+    estimated: bool = False  # whether the run's length was said (once, at the first read point)
 
     def checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
         """Everything needed to continue exactly: written atomically, plain types only, finite weights only."""
@@ -108,12 +109,7 @@ class Run:
             partial.loss += figures.loss
             partial.correct += figures.correct
             partial.seen += figures.seen
-            rate = partial.seen / max(partial.time + time.perf_counter() - tick, 1e-9)
-            bar.set_postfix(
-                loss=f"{partial.loss / max(partial.seen, 1):.4f}",
-                acc=f"{100 * partial.correct / max(partial.seen, 1):.2f}%",
-                img_s=f"{rate:.0f}",
-            )
+            self.show_progress(bar, partial.seen / max(partial.time + time.perf_counter() - tick, 1e-9))
             # One decision for every process: any rank's signal, clock or non-finite loss counts for all.
             bad_flag = 0.0 if figures.bad_step == NO_STEP else 1.0
             signum, late, bad = world.agree(stop.requested or 0, late, bad_flag)
@@ -130,6 +126,36 @@ class Run:
                     raise RunStopped(stop.requested, self.run_dir, f"epoch {epoch + 1}, step {state.step}")
         bar.close()
         state.partial.time += time.perf_counter() - tick
+
+    def show_progress(self, bar: tqdm, rate: float) -> None:
+        """The progress bar's figures at a read point (`rate`: this process's training images/s), with the time
+        the run has left; at the first, one line with the run's estimated length."""
+        partial, world = self.state.partial, self.session.world
+        left = self.seconds_left(rate * world.size)
+        bar.set_postfix(
+            loss=f"{partial.loss / max(partial.seen, 1):.4f}",
+            acc=f"{100 * partial.correct / max(partial.seen, 1):.2f}%",
+            img_s=f"{rate:.0f}",
+            run_left=about(left),
+        )
+        if not self.estimated and world.is_main:
+            self.estimated = True
+            length = about(time.perf_counter() - self.wall_start + left)
+            speed = f"{rate * world.size:,.0f} training images/s so far"
+            say(self.session.cfg, f"estimated length of the run: {length} on this machine ({speed}; the progress "
+                                  "bar keeps the estimate up to date)", force=True)  # fmt: skip
+
+    def seconds_left(self, train_rate: float) -> float:
+        """The run's remaining seconds at `train_rate` training images/s (all processes): the steps left, and an
+        evaluation of the watched split after each epoch left and of the test split once, counted at three times
+        the training rate (a forward pass alone, about a third of a step's arithmetic)."""
+        trainer, state, data = self.trainer, self.state, self.data
+        images = (trainer.total_steps - state.step) * self.session.cfg.optim.batch_size
+        epochs_left = trainer.epochs - state.epoch
+        watched_split = data.splits.part(data.watch_split) if data.watch_split else None
+        watched = len(watched_split) if watched_split is not None else 0
+        scored = len(data.splits.test) if data.splits.test is not None else 0
+        return images / max(train_rate, 1e-9) + (epochs_left * watched + scored) / max(3 * train_rate, 1e-9)
 
     def end_epoch(self, epoch: int) -> None:
         """Re-estimate young BatchNorm statistics, evaluate, select the best epoch, write the epoch's files and

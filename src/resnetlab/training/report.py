@@ -152,6 +152,15 @@ def say(cfg: TrainConfig, message: str, force: bool = False) -> None:
     sys.stdout.flush()
 
 
+def about(seconds: float) -> str:
+    """A duration as a person says it: 'about 40 s', 'about 6 min', 'about 2.5 h'."""
+    if seconds < 90:
+        return f"about {max(seconds, 1):.0f} s"
+    if seconds < 90 * 60:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
 def epoch_line(row: dict[str, Any], epochs: int, split: str | None) -> str:
     line = f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
     if split:

@@ -15,14 +15,11 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..errors import RunStopped, TrainingDiverged, UserError
-from ..models.pretrained import read_state_dict
 from ..records import WeightsMeta
 from .config import TrainConfig, validate
 from .device import Precision, choose_precision, resolve_device
 from .distributed import World, continue_after_restart, join
-from .report import say
-from .resume import resumed_config
-from .setup import with_absolute_data_path, with_folder_shape, with_init_defaults
+from .resolve import annotated_yaml, resolve
 
 log = logging.getLogger("resnetlab")
 
@@ -45,10 +42,9 @@ def open_session(cfg: TrainConfig, leaving: contextlib.ExitStack) -> Session:
     """Validate, find what to resume, join the process group (left again by `leaving`), choose the device and
     arithmetic, seed, and read init weights. Nothing is written yet."""
     validate(cfg)
-    resumed, run_dir, changed = None, None, {}
     cfg, restarted_in = continue_after_restart(cfg)  # torchrun --max-restarts: the group restarted, find its run
-    if cfg.output.resume:
-        cfg, resumed, run_dir, changed = resumed_config(cfg)
+    resolved = resolve(cfg)
+    cfg = resolved.cfg
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     world, device = join(cfg.run.backend, resolve_device(cfg.run.device))
@@ -59,14 +55,14 @@ def open_session(cfg: TrainConfig, leaving: contextlib.ExitStack) -> Session:
     torch.manual_seed(cfg.run.seed)
     if not world.is_main:
         log.setLevel(logging.ERROR)  # one voice: rank 0 reports, the others only fail
-    init_state, init_meta = read_state_dict(cfg.output.init) if cfg.output.init and resumed is None else ({}, None)
-    cfg, chosen_shape = with_folder_shape(with_absolute_data_path(with_init_defaults(cfg, init_meta)))
-    if chosen_shape and world.is_main:
-        say(cfg, chosen_shape)
-    if restarted_in is not None:
-        run_dir = restarted_in
+    elif not cfg.run.quiet:
+        print(annotated_yaml(resolved), flush=True)  # the settings as they will run, and why
+    run_dir = restarted_in if restarted_in is not None else resolved.run_dir
     restarted = restarted_in is not None
-    return Session(cfg, world, device, precision, resumed, run_dir, restarted, changed, init_state, init_meta)
+    return Session(
+        cfg, world, device, precision, resolved.resumed, run_dir, restarted, resolved.changed,
+        resolved.init_state, resolved.init_meta,
+    )  # fmt: skip
 
 
 def leave(world: World, kind: type[BaseException] | None, tb: TracebackType | None) -> None:

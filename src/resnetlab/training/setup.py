@@ -12,6 +12,7 @@ from torch import nn
 from ..data import AugmentConfig, BatchLoader, Dataset, Splits, load_splits
 from ..data.folders import CENTRE_CROP, natural_shape
 from ..data.registry import named
+from ..data.sources import image_folder
 from ..models import create_model, model_info
 from ..records import SplitRecord, WeightsMeta
 from .config import TrainConfig
@@ -42,11 +43,9 @@ def with_folder_shape(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     folders.natural_shape); the config records the choice, so that resume, eval and predict keep it. Returns
     the config and a line saying what was chosen ("" when nothing was)."""
     d = cfg.data
-    folder = Path(d.name).expanduser()
-    if (d.image_size and d.channels) or named(d.name) is not None or not folder.is_dir():
-        return cfg, ""
-    if any("idx3" in p.name for p in folder.iterdir()):
-        return cfg, ""  # IDX files keep their native size
+    folder = image_folder(d.name)
+    if (d.image_size and d.channels) or folder is None:
+        return cfg, ""  # set, or not an image folder: named datasets and IDX files keep their native size
     size, channels, line = natural_shape(folder)
     return replace(cfg, data=replace(d, image_size=d.image_size or size, channels=d.channels or channels)), line
 

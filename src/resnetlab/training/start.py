@@ -93,8 +93,11 @@ def announce(
         f"{image_shape(data.train)}; device {device}, {precision.name}"
         f"{', channels_last' if precision.channels_last else ''} ({precision.reason}); "
         f"{trainer.epochs} epochs of {trainer.steps_per_epoch} steps",
+        force=True,  # facts, kept under quiet=true (which hides progress)
     )
-    say(cfg, splits.record.describe() + ("; the test split is scored once, at the end" if splits.test else ""))
+    test = "; the test split is scored once, at the end" if splits.test else ""
+    say(cfg, splits.record.describe() + test, force=True)
+    say(cfg, f"augmentations: {data.train_loader.augment.describe()}", force=True)
     say(cfg, f"training images: {data.train_loader.residency.reason}")
     if device.type == "cuda":
         say(cfg, f"CUDA graphs {trainer.graphs_why}")
