@@ -139,3 +139,41 @@ def test_a_resumed_runs_printed_settings_are_its_own(tmp_path, capsys):
     assert settings["model"]["name"] == "resnet8" and settings["schedule"]["epochs"] == 1
     assert settings["output"]["out"] == str(runs) and settings["data"]["image_size"] == 28
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1  # printing resumed nothing
+
+
+def test_a_run_begun_before_folders_declared_flips_goes_on_flipping_when_resumed(tmp_path, capsys):
+    """A run whose recorded settings say hflip 'auto' (all runs before this version) flipped its folder; resumed
+    after the folder declares `hflip: false`, it goes on as it began, so that resume stays bit-identical."""
+    from resnetlab.training.resolve import resolve
+
+    folder = digit_folder(tmp_path / "digits", per_class=8)
+    runs = tmp_path / "runs"
+    assert (
+        main(["train", f"data={folder}", "model=resnet8", "epochs=1", "batch_size=8", f"out={runs}", "quiet=true"]) == 0
+    )
+    (run,) = runs.iterdir()
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["config"]["data"]["hflip"] = "auto"  # as an earlier version recorded it
+    torch.save(state, run / "last.pt")
+    (folder / "resnetlab.yaml").write_text("hflip: false\n")
+    resolved = resolve(load_config(None, [f"resume={run}"]))
+    assert resolved.cfg.data.hflip == "true" and "goes on as it began" in resolved.why["data.hflip"]
+    assert resolve(load_config(None, [f"data={folder}"])).cfg.data.hflip == "false"  # a new run follows the folder
+
+
+def test_a_fault_met_by_another_process_of_a_job_is_said_by_that_process(monkeypatch, capsys):
+    """Under torchrun a changed cache may be met by one process alone (the one that read the row): it says so."""
+    import resnetlab.cli as cli
+    from resnetlab.data.rowfile import CacheChanged
+
+    def meets_a_changed_cache(args):
+        raise CacheChanged("/data/cache/images-1.npy", "it was cut short")
+
+    about, _, arguments = cli.COMMANDS["models"]
+    monkeypatch.setitem(cli.COMMANDS, "models", (about, meets_a_changed_cache, arguments))
+    monkeypatch.setenv("RANK", "1")
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err.startswith(
+        "resnetlab: error: process 1: the image cache /data/cache/images-1.npy changed while it was read (it was cut "
+        "short); nothing read from it after the change was used, and it is rebuilt when the command runs again"
+    )

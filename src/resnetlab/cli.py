@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import Fault, RunStopped, UserError, WriteFailed
+from .errors import Fault, RunStopped, UserError, WriteFailed, resume_with
 from .training.settings import keys_help
 
 
@@ -162,7 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "=" not in overrides[0]:
         recipe = overrides.pop(0)
         if Path(recipe).expanduser().is_dir():  # `resnetlab train FOLDER`: the folder is the data, not a recipe
-            print(f"resnetlab: training on the folder {recipe} (as data={recipe})", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":
+                print(f"resnetlab: training on the folder {recipe} (as data={recipe})", file=sys.stderr)
             recipe, overrides = None, [f"data={recipe}", *overrides]
     if args.command == "finetune" and not any(o.startswith(("init=", "output.init=", "resume=")) for o in overrides):
         raise UserError("finetune needs init=WEIGHTS (a run, a .safetensors, or a torchvision/timm .pth file)")
@@ -178,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         fit(cfg)
     except WriteFailed as err:
         if (err.path.parent / "last.pt").is_file():  # a checkpoint from before the failure is there to go on from
-            err.next_step = f"resume with: resnetlab train resume={err.path.parent}"
+            err.next_step = resume_with(err.path.parent)
         raise
     return 0
 
@@ -772,8 +773,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit flush quiet)
         return 0
     except Fault as err:  # a full disk, a refused write, a cache changed under a run: not the user's input
-        if os.environ.get("RANK", "0") == "0":
-            print(f"resnetlab: error: {err}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun the process that met it says so (only it may have)
+        print(f"resnetlab: error: {'' if rank == '0' else f'process {rank}: '}{err}", file=sys.stderr)
         return err.exit_code
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -45,6 +45,11 @@ def near_path(given: str | Path) -> str:
     return f" (did you mean {' or '.join(str(path.parent / n) for n in near)}?)" if near else ""
 
 
+def resume_with(run_dir: Path | str) -> str:
+    """How to carry on from a run's checkpoint, as every message that suggests it says it."""
+    return f"resume with: resnetlab train resume={run_dir}"
+
+
 class RunStopped(Exception):
     """A run stopped on request with its checkpoint written; `exit_code` is 128 + the signal number."""
 
@@ -52,7 +57,7 @@ class RunStopped(Exception):
         self.signum, self.run_dir = signum, run_dir
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
-        resume = f"; resume with: resnetlab train resume={run_dir}" if run_dir else ""
+        resume = f"; {resume_with(run_dir)}" if run_dir else ""
         super().__init__(f"stopped by {name} at {where}, checkpoint written{resume}")
 
 

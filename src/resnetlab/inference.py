@@ -260,7 +260,10 @@ def evaluation_images(
         options, notes = legacy_split(source, split)
     run_split = load_run_split(meta, data, (split,), options or None)
     if asked == "auto" and run_split.splits.test is None:
-        split, run_split = "val", load_run_split(meta, data, ("val",), options or None)
+        split = "val"
+        if meta.split is None and is_own_data(meta, data) and data_name(meta, data):
+            options, notes = legacy_split(source, split)  # refuses a validation split it cannot rebuild
+        run_split = load_run_split(meta, data, (split,), options or None)
         notes.append(
             "the data has no test split, so its validation split is scored: the images the run chose its epoch on, "
             "so the figure is optimistic (a test/ folder beside train/ gives an unbiased one)"
@@ -269,7 +272,8 @@ def evaluation_images(
     name = run_split.name
     if dataset is None:
         why = "held out no validation images (val_fraction=0)" if split == "val" else "has no test split"
-        raise UserError(f"{name} {why}; evaluate split=train{' or split=test' if split == 'val' else ' or split=val'}")
+        other = "test" if split == "val" and asked != "auto" else "val" if split == "test" else ""
+        raise UserError(f"{name} {why}; evaluate split=train{f' or split={other}' if other else ''}")
     run_split.check_unchanged(meta.split, (split,), source, "scoring")
     if limit:
         dataset = sample(dataset, limit, seed=0, purpose=0)

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from ..errors import UserError, WriteFailed
 from ..files import atomic_write
 from .dataset import Dataset, DatasetInfo, channel_stats, data_dir
-from .rowfile import CheckedRows
+from .rowfile import CacheChanged, CheckedRows
 
 log = logging.getLogger("resnetlab")
 
@@ -209,10 +209,10 @@ def declared(root: Path) -> dict:
 def folder_flips(root: Path) -> tuple[bool, str]:
     """Whether a folder's training flips its images, and why: the convention (torchvision and timm flip every
     folder), unless the folder declares `hflip: false` in its resnetlab.yaml."""
+    said = declared(root)
+    if "hflip" in said:
+        return said["hflip"], f"declared in {Path(root).expanduser() / DECLARATION}"
     path = Path(root).expanduser() / DECLARATION
-    if "hflip" in declared(root):
-        flips = declared(root)["hflip"]
-        return flips, f"declared in {path}"
     return True, (
         f"an image folder is flipped, as torchvision and timm do; for images that mirroring changes (digits, text), "
         f"write `hflip: false` in {path} or set data.hflip=false"
@@ -267,11 +267,12 @@ def _cached(
     fingerprint = hashlib.sha1(json.dumps([CACHE_VERSION, classes, files, skipped]).encode()).hexdigest()
     key = hashlib.sha1(f"{class_root}|{size}|{channels}".encode()).hexdigest()[:16]
     cache = data_dir() / "folders" / f"{class_root.name}-{key}"
-    index, images = _open_cache(cache, fingerprint)
-    if index is None or images is None:
+    opened = _open_cache(cache, fingerprint)
+    if opened is None:
         index = _build(class_root, classes, files, skipped, size, channels, cache, fingerprint)
-        images = np.load(cache / index["array"], mmap_mode="r")
-    checks = CheckedRows(cache / index["array"], np.load(cache / index["checks"]), cache / "index.json")
+        opened = index, CheckedRows(cache / index["array"], np.load(cache / index["checks"]), cache / "index.json")
+    index, checks = opened
+    images = checks.mapped()  # the memory map of the very file the checks hold open
     if index["skipped"] and fingerprint not in _warned:  # once per process, however often the folder is read
         _warned.add(fingerprint)
         shown = ", ".join(printable(p) for p, _ in index["skipped"][:5]) + (
@@ -297,38 +298,39 @@ def _cached(
     )
 
 
-def _open_cache(cache: Path, fingerprint: str) -> tuple[dict | None, np.ndarray | None]:
-    """(index, memory-mapped images) of a sound cache of these files, else (None, None): not built yet, built
-    from other files, or damaged (then say so: it is rebuilt)."""
+def _open_cache(cache: Path, fingerprint: str) -> tuple[dict, CheckedRows] | None:
+    """(index, the array opened with its checks) of a sound cache of these files, else None: not built yet,
+    built from other files or by an earlier resnetlab, or damaged (then say so: it is rebuilt)."""
     try:
         index = json.loads((cache / "index.json").read_text())
     except FileNotFoundError:
-        return None, None
+        return None
     except (OSError, ValueError):
         log.warning("the cache index %s is damaged; rebuilding it", cache / "index.json")
-        return None, None
+        return None
     if not isinstance(index, dict):
-        return None, None
+        return None
     if index.get("version") != CACHE_VERSION and "fingerprint" in index:
         log.warning(
             "the cache %s was written by an earlier resnetlab (cache format %s); rebuilding it once in format %d "
             "(a checksum per image)", cache, index.get("version", "3 or older"), CACHE_VERSION,
         )  # fmt: skip
-        return None, None
+        return None
     if index.get("fingerprint") != fingerprint or "array" not in index:
-        return None, None  # another version of the folder: rebuild quietly
+        return None  # another version of the folder: rebuild quietly
     path = cache / index["array"]
-    problem = _array_problem(path, index) or _checks_problem(cache, index)
+    problem = _array_problem(path, index)
     if problem is None:
         try:
-            images = np.load(path, mmap_mode="r")
-            if images.shape[0] == len(index["labels"]):
-                return index, images
-            problem = f"{images.shape[0]} images for {len(index['labels'])} labels"
-        except (OSError, ValueError) as err:
+            checks = np.load(cache / index["checks"])
+            opened = CheckedRows(path, checks, cache / "index.json")  # the file the run reads, from here on
+            if len(checks) == len(index["labels"]):
+                return index, opened
+            problem = f"{len(checks)} checksums for {len(index['labels'])} labels"
+        except (KeyError, OSError, ValueError, CacheChanged) as err:
             problem = str(err)
     log.warning("the image cache %s is damaged (%s); rebuilding it", path, problem)
-    return None, None
+    return None
 
 
 def _array_problem(path: Path, index: dict) -> str | None:
@@ -341,17 +343,6 @@ def _array_problem(path: Path, index: dict) -> str | None:
         return f"{actual:,} bytes, the index recorded {index['bytes']:,}"
     if actual <= VERIFY_BYTES and _crc32(path) != index["crc32"]:
         return "its CRC-32 differs from the one recorded"
-    return None
-
-
-def _checks_problem(cache: Path, index: dict) -> str | None:
-    """Why the per-image checksums do not fit the index, or None."""
-    try:
-        checks = np.load(cache / index["checks"])
-    except (KeyError, OSError, ValueError) as err:
-        return f"its checksums cannot be read ({err})"
-    if checks.shape != (len(index["labels"]),):
-        return f"{checks.size} checksums for {len(index['labels'])} images"
     return None
 
 

@@ -38,9 +38,10 @@ class CacheChanged(Fault):
         super().__init__(what)
 
     def __str__(self) -> str:
+        carry_on = f"when you {self.next_step}" if self.next_step else "when the command runs again"
         return (
             f"the image cache {self.path} changed while it was read ({self.what}); nothing read from it after the "
-            f"change was used, and it will be rebuilt: {self.next_step or 'run the command again'}"
+            f"change was used, and it is rebuilt {carry_on}"
         )
 
 
@@ -72,11 +73,16 @@ class CheckedRows:
         self.crc32 = np.asarray(crc32, np.uint32)  # (M,)
         self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - held for the dataset's lifetime
         self.opened = stamp(os.fstat(self._file.fileno()))
-        shape, self.offset = npy_layout(self.path)  # offset: bytes before the first row (the .npy header)
-        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64))
+        self.shape, self.offset = npy_layout(self.path)  # offset: bytes before the first row (the .npy header)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64))
         self.checked = np.zeros(len(self.crc32), bool)  # rows whose CRC-32 this process has checked
-        if shape[0] != len(self.crc32):
-            raise CacheChanged(self.path, f"{shape[0]} images for {len(self.crc32)} checksums")
+        if self.shape[0] != len(self.crc32):
+            raise self._changed(f"{self.shape[0]} images for {len(self.crc32)} checksums")
+
+    def mapped(self) -> np.memmap:
+        """The images, (M, H, W, C) uint8, memory-mapped from the file this object holds open (not reopened by
+        its name, which a rebuild may have given to another file since)."""
+        return np.memmap(self._file, dtype=np.uint8, mode="r", offset=self.offset, shape=self.shape)
 
     def __del__(self) -> None:
         file = getattr(self, "_file", None)
@@ -136,7 +142,7 @@ class CheckedRows:
             if os.stat(self.path).st_ino == os.fstat(self._file.fileno()).st_ino:
                 self.index.unlink(missing_ok=True)
         except OSError:
-            pass  # already gone, or a read-only folder: the next run's check on opening finds the damage itself
+            pass  # already gone; or a read-only folder, where the next run meets the damage again and says so
         return CacheChanged(self.path, what)
 
 

@@ -41,7 +41,8 @@ class Run:
     stop: StopSignals
     wall_start: float = field(default_factory=time.perf_counter)  # perf_counter() at the run's second 0
     saved_at: float = field(default_factory=time.perf_counter)  # when the last checkpoint was written
-    estimated: bool = False  # whether the run's length was said (once, at the first read point)
+    estimated: bool = False  # whether the run's length was said (once, early in the run)
+    first_read: tuple[float, int] | None = None  # (perf_counter(), step) at this session's first read point
 
     def checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
         """Everything needed to continue exactly: written atomically, plain types only, finite weights only."""
@@ -109,7 +110,7 @@ class Run:
             partial.loss += figures.loss
             partial.correct += figures.correct
             partial.seen += figures.seen
-            self.show_progress(bar, partial.seen / max(partial.time + time.perf_counter() - tick, 1e-9))
+            self.show_progress(bar, partial.seen / max(partial.time + time.perf_counter() - tick, 1e-9), ends)
             # One decision for every process: any rank's signal, clock or non-finite loss counts for all.
             bad_flag = 0.0 if figures.bad_step == NO_STEP else 1.0
             signum, late, bad = world.agree(stop.requested or 0, late, bad_flag)
@@ -127,23 +128,32 @@ class Run:
         bar.close()
         state.partial.time += time.perf_counter() - tick
 
-    def show_progress(self, bar: tqdm, rate: float) -> None:
+    def show_progress(self, bar: tqdm, rate: float, ends: bool) -> None:
         """The progress bar's figures at a read point (`rate`: this process's training images/s), with the time
-        the run has left; at the first, one line with the run's estimated length."""
-        partial, world = self.state.partial, self.session.world
-        left = self.seconds_left(rate * world.size)
+        the run has left; early in the run, one line with its estimated length: at the second read point, from
+        the steps since the first (the first steps are slower: memory is allocated, kernels are chosen), or at
+        the first when the epoch ends there."""
+        partial, world, state = self.state.partial, self.session.world, self.state
         bar.set_postfix(
             loss=f"{partial.loss / max(partial.seen, 1):.4f}",
             acc=f"{100 * partial.correct / max(partial.seen, 1):.2f}%",
             img_s=f"{rate:.0f}",
-            run_left=about(left),
+            run_left=about(self.seconds_left(rate * world.size)),
         )
-        if not self.estimated and world.is_main:
-            self.estimated = True
-            length = about(time.perf_counter() - self.wall_start + left)
-            speed = f"{rate * world.size:,.0f} training images/s so far"
-            say(self.session.cfg, f"estimated length of the run: {length} on this machine ({speed}; the progress "
-                                  "bar keeps the estimate up to date)", force=True)  # fmt: skip
+        if self.estimated or not world.is_main:
+            return
+        now = (time.perf_counter(), state.step)
+        if self.first_read is None and not ends:
+            self.first_read = now
+            return
+        if self.first_read is not None and now[1] > self.first_read[1]:
+            steps_per_s = (now[1] - self.first_read[1]) / max(now[0] - self.first_read[0], 1e-9)
+            rate = steps_per_s * self.session.cfg.optim.batch_size / world.size
+        self.estimated = True
+        length = about(now[0] - self.wall_start + self.seconds_left(rate * world.size))
+        speed = f"{rate * world.size:,.0f} training images/s"
+        say(self.session.cfg, f"estimated length of the run: {length} on this machine ({speed}; the progress bar "
+                              "keeps the estimate up to date)", force=True)  # fmt: skip
 
     def seconds_left(self, train_rate: float) -> float:
         """The run's remaining seconds at `train_rate` training images/s (all processes): the steps left, and an

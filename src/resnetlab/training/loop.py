@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.rowfile import CacheChanged
-from ..errors import TrainingDiverged
+from ..errors import TrainingDiverged, resume_with
 from ..evaluation import evaluate
 from .config import TrainConfig
 from .device import resolve_device, resolve_precision
@@ -86,5 +86,5 @@ def resumable(run_dir: Path) -> Iterator[None]:
         yield
     except CacheChanged as err:
         if (run_dir / "last.pt").is_file():
-            err.next_step = f"resume with: resnetlab train resume={run_dir}"
+            err.next_step = resume_with(run_dir)
         raise

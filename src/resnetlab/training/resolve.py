@@ -55,7 +55,7 @@ def resolve(cfg: TrainConfig) -> Resolved:
     given, meta = resolved.cfg, resolved.init_meta
     chosen = with_init_defaults(given, meta)
     chosen, shape_line = with_folder_shape(with_absolute_data_path(chosen))
-    chosen, flips_line = with_flips(chosen)
+    chosen, flips_line = with_flips(chosen, resumed=resolved.resumed is not None)
     why = resolved.why
     if not given.model.name:
         why["model.name"] = "the init weights' model" if meta is not None else "the default model"
@@ -69,13 +69,16 @@ def resolve(cfg: TrainConfig) -> Resolved:
     return resolved
 
 
-def with_flips(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+def with_flips(cfg: TrainConfig, resumed: bool = False) -> tuple[TrainConfig, str]:
     """data.hflip=auto made true or false as the data declares itself (a named dataset's declaration, or an image
-    folder's resnetlab.yaml and the convention), with the reason; other data keeps `auto` (its reader decides)."""
+    folder's resnetlab.yaml and the convention), with the reason; other data keeps `auto` (its reader decides).
+    A resumed run that recorded `auto` began before folders could declare flips: it goes on flipping, as it did."""
     if cfg.data.hflip != "auto":
         return cfg, ""
     dataset, folder = named(cfg.data.name), image_folder(cfg.data.name)
-    if dataset is not None:
+    if resumed and folder is not None:
+        flips, why = True, "this run began before a folder could declare its flips, and goes on as it began"
+    elif dataset is not None:
         flips = dataset.hflip
         why = f"{dataset.name}: " + ("a mirrored image keeps its label" if flips else "mirroring changes its labels")
     elif folder is not None:
