@@ -464,7 +464,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         "name": "",
         "out": "runs",
         "shortcut": "A",
-        "seeds": "1",
+        "seeds": "",
+        "table": "",
     }
     overrides = []
     for item in args.settings:
@@ -476,11 +477,20 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         else:
             overrides.append(item)  # a training setting, checked by the config loader
     names = [m for m in own["models"].split(",") if m]
-    if not own["seeds"].isdigit() or int(own["seeds"]) < 1:
+    seeds_given = own["seeds"] or ("3" if args.kind == "ablation" else "1")
+    if not seeds_given.isdigit() or int(seeds_given) < 1:
         raise UserError(f"seeds={own['seeds']!r} should be a positive number of runs per arm, such as 3")
-    seeds = int(own["seeds"])
+    seeds = int(seeds_given)
+    if own["table"] and args.kind != "ablation":
+        raise UserError(f"table={own['table']} applies to `experiment ablation`, not {args.kind}")
     common = dict(preset=own["preset"], overrides=overrides, out=own["out"], name=own["name"])
-    if args.kind == "degradation":
+    if args.kind == "ablation":
+        from .ablation import TABLES, ablation
+
+        if not own["table"]:
+            raise UserError(f"ablation needs table=NAME: one of {', '.join(TABLES)} (He et al. 2016, tables 1 and 2)")
+        exp_dir = ablation(own["table"], seeds=seeds, **common)
+    elif args.kind == "degradation":
         try:
             depths = [int(d) for d in (own["depths"] or "20,56").split(",")]
         except ValueError:
@@ -634,15 +644,17 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argumen
         ],
     ),
     "experiment": (
-        "degradation, gradient flow, or a comparison: figures, table, report",
+        "degradation, gradient flow, a comparison, or He et al. 2016's ablations: figures, table, report",
         cmd_experiment,
         [
-            arg("kind", choices=("degradation", "gradflow", "compare")),
+            arg("kind", choices=("degradation", "gradflow", "compare", "ablation")),
             arg(
                 "settings",
                 nargs="*",
-                help="depths=20,56 (or 18,34) shortcut=A|B | models=a,b  preset=quick|full  seeds=N (each arm N "
-                "times: mean ± std, 95%% CI)  steps=N  name=  out=  and any training key=value (data=, epochs=, ...)",
+                help="depths=20,56 (or 18,34) shortcut=A|B | models=a,b | table=shortcuts|activations (ablation: "
+                "He et al. 2016 tables 1 and 2, preset=quick|paper, 3 seeds unless told)  preset=quick|full  "
+                "seeds=N (each arm N times: mean ± std, 95%% CI)  steps=N  name=  out=  and any training key=value "
+                "(data=, epochs=, ...)",
             ),
         ],
     ),

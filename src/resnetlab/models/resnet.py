@@ -27,6 +27,8 @@ from .layers import SHORTCUTS, SqueezeExcite, ZeroPadShortcut, conv, drop_path, 
 from .registry import register_variant
 
 STEMS = ("imagenet", "cifar", "deep")
+GATE_MODES = ("exclusive", "shortcut")
+LAYOUTS = ("standard", "bn_after_add", "relu_before_add", "relu_preact")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,14 @@ class ResNetConfig:
     se_divisor: int = 8  # SE hidden width rounded to a multiple of this (timm's rule); 1 for plain C // r
     gate: bool = False  # exclusive gating: y = g * F(x) + (1 - g) * shortcut(x), g = sigmoid(1x1 conv(x))
     gate_bias: float = -2.0  # initial gate bias: negative favours the carry path (Srivastava et al. 2015)
+    # The other shortcut variants of He et al. 2016 (figure 2), on top of any shortcut option:
+    gate_mode: str = "exclusive"  # "shortcut": y = F(x) + (1 - g) * shortcut(x), the branch ungated (fig. 2d)
+    shortcut_scale: float = 1.0  # y = s * shortcut(x) + residual_scale * F(x) (fig. 2b: 0.5, with or without F)
+    shortcut_dropout: float = 0.0  # dropout on the shortcut's output at training time (fig. 2f: 0.5)
+    # Where BN and ReLU sit around the addition in a v1 block (He et al. 2016, figure 4): "standard" (v1, or v2
+    # with preact), "bn_after_add" (BN and ReLU after the sum), "relu_before_add" (the branch ends in ReLU,
+    # nothing after the sum), "relu_preact" (ReLU - conv - BN - ReLU - conv - BN, nothing after the sum).
+    layout: str = "standard"
     cross_block: bool = False  # each block's input is a learned mix of the stage input and earlier outputs
     avg_down: bool = False  # ResNet-D shortcut: average-pool, then 1x1 conv
     # torchvision's replace_stride_with_dilation: one bool per stage after the first (stages 2-4 on ImageNet).
@@ -84,6 +94,7 @@ class ResNetConfig:
             raise ConfigError("zero_init_last would silence every block of a plain network; it needs shortcuts")
         if self.plain and (self.gate or self.block == "highway"):
             raise ConfigError("a gate chooses between the branch and the shortcut; a plain network has no shortcut")
+        self._validate_variants()
         for name in ("dropout", "drop_path_rate", "drop_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be in [0, 1)")
@@ -101,6 +112,29 @@ class ResNetConfig:
                 )
             if any(dilate) and self.block not in ("basic", "bottleneck"):
                 raise ConfigError(f"replace_stride_with_dilation needs basic or bottleneck blocks, not {self.block!r}")
+
+    def _validate_variants(self) -> None:
+        """He et al. 2016's shortcut and activation variants: each refused where it would mean nothing."""
+        if self.gate_mode not in GATE_MODES:
+            raise ConfigError(f"gate_mode={self.gate_mode!r} is unknown; use one of {', '.join(GATE_MODES)}")
+        if self.gate_mode != "exclusive" and not self.gate:
+            raise ConfigError(f"gate_mode={self.gate_mode!r} sets how a gate mixes the paths; add gate=True")
+        if not self.shortcut_scale > 0:
+            raise ConfigError(f"shortcut_scale={self.shortcut_scale} must be > 0 (plain=True removes the shortcut)")
+        if not 0.0 <= self.shortcut_dropout < 1.0:
+            raise ConfigError(f"shortcut_dropout={self.shortcut_dropout} must be in [0, 1)")
+        if self.plain and (self.shortcut_scale != 1.0 or self.shortcut_dropout):
+            raise ConfigError("shortcut_scale and shortcut_dropout act on the shortcut; a plain network has none")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout={self.layout!r} is unknown; use one of {', '.join(LAYOUTS)}")
+        if self.layout != "standard":
+            if self.preact or self.plain or self.block not in ("basic", "bottleneck"):
+                raise ConfigError(
+                    f"layout={self.layout!r} rearranges a v1 residual block; it needs basic or bottleneck blocks "
+                    "with preact=False and plain=False (preact=True is full pre-activation)"
+                )
+            if self.layout == "bn_after_add" and not self.norm:
+                raise ConfigError("layout='bn_after_add' moves a BatchNorm after the sum; it needs norm=True")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +180,11 @@ class ResidualBlock(nn.Module):
         # Gate g(x) (N, out_ch, H', W') from the block input, strided like the branch (He et al. 2016, fig. 2c).
         gated = (cfg.gate or self.always_gated) and not cfg.plain
         self.gate = conv(in_ch, out_ch, gate_kernel, stride=args.stride, bias=True) if gated else None
-        self.gate_bias = cfg.gate_bias
+        self.gate_bias, self.branch_gated = cfg.gate_bias, cfg.gate_mode == "exclusive"
+        self.shortcut_scale, self.layout = cfg.shortcut_scale, cfg.layout
+        self.shortcut_drop = nn.Dropout(cfg.shortcut_dropout) if cfg.shortcut_dropout > 0 else nn.Identity()
+        # relu_preact activates the block input for the branch alone: not in place, the shortcut still needs it.
+        self.input_act = make_act(cfg.act) if cfg.layout == "relu_preact" else nn.Identity()
         self.downsample = (
             None
             if cfg.plain
@@ -156,8 +194,24 @@ class ResidualBlock(nn.Module):
     def residual(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def end_branch(self, out: torch.Tensor, last_norm: nn.Module) -> torch.Tensor:
+        """A v1 branch after its last conv: BN (which bn_after_add moves after the sum), and ReLU in
+        relu_before_add."""
+        if self.layout == "bn_after_add":
+            return out
+        out = last_norm(out)
+        return self.act(out) if self.layout == "relu_before_add" else out
+
+    def branch_ends_in(self, norm: nn.Module) -> bool:
+        """Whether a v1 branch's last BatchNorm is in the branch (zero_init_last zeroes it, else the last conv)."""
+        return isinstance(norm, nn.BatchNorm2d) and self.layout != "bn_after_add"
+
     def last_layer(self) -> nn.Module:
         """The layer that ends the residual branch (zeroed by zero_init_last)."""
+        raise NotImplementedError
+
+    def output_norm(self) -> nn.Module:
+        """The BatchNorm of out_ch channels that layout='bn_after_add' applies after the sum."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,21 +220,36 @@ class ResidualBlock(nn.Module):
             out = self.se(out)
         if self.plain:  # no shortcut: v1 still ends in its activation, v2 hands the branch on as it is
             return self.act(out) if self.final_act and not self.preact else out
-        if self.downsample is None:
-            shortcut = x
-        elif isinstance(self.downsample, ZeroPadShortcut):
-            shortcut = self.downsample(x)  # option A pads the raw input, in v1 and v2 alike
-        else:
-            shortcut = self.downsample(pre)  # v2 projects the normalised input (He et al. 2016)
         out = drop_path(out, self.drop_path_rate, self.training)
         if self.scale != 1.0:
             out = out * self.scale
+        shortcut = self.shortcut(x, pre)
         if self.gate is not None:
-            g = torch.sigmoid(self.gate(pre))
-            out = g * out + (1.0 - g) * shortcut
+            g = torch.sigmoid(self.gate(pre))  # exclusive: g * F + (1 - g) * h; shortcut-only: F + (1 - g) * h
+            out = (g * out if self.branch_gated else out) + (1.0 - g) * shortcut
         else:
             out = shortcut + out
-        return self.act(out) if self.final_act and not self.preact else out
+        return self.after_sum(out)
+
+    def shortcut(self, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        """h(x): identity, option A's zero padding of the raw input, or a projection (of v2's normalised input),
+        then scaled and dropped out where the config says so."""
+        if self.downsample is None:
+            h = x
+        elif isinstance(self.downsample, ZeroPadShortcut):
+            h = self.downsample(x)  # option A pads the raw input, in v1 and v2 alike
+        else:
+            h = self.downsample(pre)  # v2 projects the normalised input (He et al. 2016)
+        if self.shortcut_scale != 1.0:
+            h = h * self.shortcut_scale
+        return self.shortcut_drop(h)
+
+    def after_sum(self, out: torch.Tensor) -> torch.Tensor:
+        """v1 ends in its activation; v2, relu_before_add and relu_preact end at the sum; bn_after_add in BN-act."""
+        if self.layout == "bn_after_add":
+            return self.act(self.output_norm()(out))
+        ends_in_act = self.final_act and not self.preact and self.layout == "standard"
+        return self.act(out) if ends_in_act else out
 
 
 class BasicBlock(ResidualBlock):
@@ -203,11 +272,15 @@ class BasicBlock(ResidualBlock):
         if self.preact:
             pre = self.act(self.bn1(x))
             return self.conv2(self.drop(self.act(self.bn2(self.conv1(pre))))), pre
-        out = self.drop(self.act(self.bn1(self.conv1(x))))
-        return self.bn2(self.conv2(out)), x
+        pre = self.input_act(x)  # x itself except in relu_preact
+        out = self.conv2(self.drop(self.act(self.bn1(self.conv1(pre)))))
+        return self.end_branch(out, self.bn2), pre
 
     def last_layer(self) -> nn.Module:
-        return self.conv2 if self.preact or not isinstance(self.bn2, nn.BatchNorm2d) else self.bn2
+        return self.conv2 if self.preact or not self.branch_ends_in(self.bn2) else self.bn2
+
+    def output_norm(self) -> nn.Module:
+        return self.bn2
 
 
 class Bottleneck(ResidualBlock):
@@ -236,12 +309,16 @@ class Bottleneck(ResidualBlock):
             out = self.act(self.bn2(self.conv1(pre)))
             out = self.drop(self.act(self.bn3(self.conv2(out))))
             return self.conv3(out), pre
-        out = self.act(self.bn1(self.conv1(x)))
+        pre = self.input_act(x)  # x itself except in relu_preact
+        out = self.act(self.bn1(self.conv1(pre)))
         out = self.drop(self.act(self.bn2(self.conv2(out))))
-        return self.bn3(self.conv3(out)), x
+        return self.end_branch(self.conv3(out), self.bn3), pre
 
     def last_layer(self) -> nn.Module:
-        return self.conv3 if self.preact or not isinstance(self.bn3, nn.BatchNorm2d) else self.bn3
+        return self.conv3 if self.preact or not self.branch_ends_in(self.bn3) else self.bn3
+
+    def output_norm(self) -> nn.Module:
+        return self.bn3
 
 
 # Extension points: highway.py adds the "highway" block, crossblock.py the "cross_block" stage.
