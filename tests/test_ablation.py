@@ -124,3 +124,21 @@ def test_experiment_ablation_runs_a_table_and_writes_its_report(tmp_path, capsys
 def test_ablation_misuse_is_one_sentence_and_status_2(args, words, capsys):
     assert main(args) == 2
     assert words in capsys.readouterr().err
+
+
+def test_every_preset_builds_every_variant_of_its_tables(tmp_path):
+    """The paper preset is not run here: its members' settings must still resolve and their networks build."""
+    from resnetlab.ablation import NETWORKS, PRESETS, variant_config
+    from resnetlab.models import create_model
+
+    for preset in PRESETS.values():
+        for table in TABLES.values():
+            for network in preset.networks_for(table):
+                for variant in table.variants:
+                    cfg = variant_config(preset, [], network, variant, 0, tmp_path)
+                    assert cfg.model.name == NETWORKS[network][0]
+                    net = create_model(cfg.model.name, **cfg.model.args)
+                    assert all(getattr(net.cfg, k) == v for k, v in variant.fields.items())
+    paper = variant_config(PRESETS["paper"], [], "ResNet-164", TABLES["activations"].variants[1], 2, tmp_path)
+    assert (paper.schedule.iterations, paper.data.name, paper.run.seed) == (64000, "cifar10", 2)
+    assert paper.model.args == {"preact": False, "layout": "bn_after_add"}

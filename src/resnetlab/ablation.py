@@ -113,6 +113,10 @@ class Preset:
     columns: tuple[int, ...]  # by index: the published column that each network's measured one stands beside
     about: str
 
+    def networks_for(self, table: Table) -> tuple[str, ...]:
+        """The preset's networks that the table has a published column for (table 1 has ResNet-110 only)."""
+        return tuple(n for n, c in zip(self.networks, self.columns) if c < len(table.columns))
+
 
 PRESETS = {
     # Fashion-MNIST, sized so that one table of 3 seeds runs in about 30 minutes on 2 CPU cores (see the README).
@@ -318,11 +322,12 @@ def ablation(
     chosen, setup = TABLES[table], PRESETS[preset]
     overrides = overrides or []
     exp_dir = experiment_dir(out, name or f"ablation-{table}-{preset}")
-    for network in setup.networks:
+    networks = setup.networks_for(chosen)
+    for network in networks:
         model_info(NETWORKS[network][0])
     first = load_config(None, [*setup.recipe, *overrides]).run.seed
     results: dict[str, list[tuple[Variant, list[Member | str]]]] = {}
-    for network in setup.networks:
+    for network in networks:
         results[network] = []
         for variant in chosen.variants:
             configs = [
@@ -342,7 +347,7 @@ def write_ablation_report(
 ) -> Path:
     rows, lines, figures = [], [], []
     members = [m for per in results.values() for _, ms in per for m in ms if not isinstance(m, str)]
-    for network, column in zip(setup.networks, setup.columns):
+    for network, column in zip(setup.networks_for(table), setup.columns):
         outcomes = [outcome_of(ms) for _, ms in results[network]]
         for (variant, _), outcome in zip(results[network], outcomes):
             rows.append(
