@@ -139,3 +139,31 @@ def test_an_unknown_model_stops_compare_before_any_member_trains(tmp_path, monke
     with pytest.raises(experiments.UserError, match="unknown model 'preact_resnet9'"):
         experiments.compare(["resnet8", "preact_resnet9"], overrides=TINY, out=str(tmp_path), seeds=2)
     assert calls == []
+
+
+def _arm(name: str, train_errors: list[float]):
+    from resnetlab.experiments import Member
+
+    return name, [Member(name, None, {}, [{"train_acc": 1 - e / 100}]) for e in train_errors]
+
+
+def test_degradation_findings_with_one_seed_say_it_cannot_separate_arms():
+    from resnetlab.experiments import degradation_findings
+
+    one = {
+        ("plain", 20): _arm("plain20", [11.0]),
+        ("plain", 56): _arm("plain56", [30.0]),
+        ("resnet", 20): _arm("resnet20", [11.0]),
+        ("resnet", 56): _arm("resnet56", [9.0]),
+    }
+    said = " ".join(degradation_findings(one, 20, 56, "A", 1))
+    assert "(degradation)" not in said and "it ended worse, but one seed cannot separate the deeper plain" in said
+    assert "one seed cannot tell" in said
+    three = {
+        ("plain", 20): _arm("plain20", [11.0, 11.2, 11.4]),
+        ("plain", 56): _arm("plain56", [30.0, 30.5, 31.0]),
+        ("resnet", 20): _arm("resnet20", [11.0, 11.1, 11.2]),
+        ("resnet", 56): _arm("resnet56", [9.0, 9.1, 9.2]),
+    }
+    said = " ".join(degradation_findings(three, 20, 56, "A", 3))
+    assert "the deeper plain network trained worse (degradation)" in said and "better): yes." in said

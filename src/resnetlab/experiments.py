@@ -487,8 +487,8 @@ def degradation_findings(
     err = {key: Spread([final_train_error(m) for m in members]) for key, (_, members) in arms.items()}
 
     def apart(a: Spread, b: Spread) -> bool:
-        """With several seeds, a difference counts when the two means' 95% intervals do not overlap."""
-        return seeds == 1 or abs(a.mean - b.mean) > a.half_width + b.half_width
+        """A difference counts when the two means' 95% intervals do not overlap; one seed has no interval."""
+        return seeds > 1 and abs(a.mean - b.mean) > a.half_width + b.half_width
 
     def spread_note(a: Spread, b: Spread) -> str:
         if seeds == 1:
@@ -498,6 +498,9 @@ def degradation_findings(
 
     def verdict(deeper: Spread, shallower: Spread, what: str) -> str:
         """'the deeper NET trained worse / better', or that the seeds do not tell."""
+        if seeds == 1:
+            ended = "worse" if deeper.mean > shallower.mean else "better" if deeper.mean < shallower.mean else "level"
+            return f"it ended {ended}, but one seed cannot separate the deeper {what} from the shallower one"
         if not apart(deeper, shallower):
             return f"these seeds do not separate the deeper {what} from the shallower one"
         if deeper.mean == shallower.mean:
@@ -525,7 +528,13 @@ def degradation_findings(
         f"{err['resnet', deep]}% (ResNet), with the same {same}."
         + spread_note(err["plain", deep], err["resnet", deep]),
         "Both effects together, as in He et al. 2015 (the deeper plain net worse, the deeper ResNet better): "
-        + ("yes." if plain_worse and resnet_better else "not in this experiment."),
+        + (
+            "one seed cannot tell (seeds=3 gives each arm an interval)."
+            if seeds == 1
+            else "yes."
+            if plain_worse and resnet_better
+            else "not in this experiment."
+        ),
     ]
 
 
@@ -571,6 +580,8 @@ def _compare_report(exp_dir: Path, arms: list[Arm], how: str) -> Path:
             f"Lowest {'mean ' if several else ''}test error, of the weights each member selected on validation: "
             f"{best_label} ({best}%{f', mean ± std of {len(best.values)} seeds' if several else ''})."
         )
+        if not several and len(scored) > 1:
+            findings.append("One seed cannot separate arms: seeds=3 gives each an interval to compare.")
         if several:
             overlapping = [
                 label
