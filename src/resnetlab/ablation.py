@@ -123,9 +123,10 @@ PRESETS = {
     "quick": Preset(
         (
             "data=fashion-mnist",
-            "limit_train=6000",
+            "limit_train=8000",
+            "limit_val=1000",
             "epochs=3",
-            "batch_size=128",
+            "batch_size=64",
             "lr=0.1",
             "weight_decay=1e-4",
             "schedule=onecycle",
@@ -134,7 +135,7 @@ PRESETS = {
         ),
         ("ResNet-20",),
         (0,),
-        "ResNet-20 (basic blocks, option B) on 6,000 Fashion-MNIST training images for 3 epochs",
+        "ResNet-20 (basic blocks, option B) on 8,000 Fashion-MNIST training images for 3 epochs, one-cycle SGD",
     ),
     # The paper's CIFAR-10 schedule (after He et al. 2015, as recipes/cifar10_preact_resnet.yaml): batch 128, lr 0.1
     # after a 400-iteration warm-up, divided by 10 at 32k and 48k iterations, stopped at 64k; weight decay 1e-4,
