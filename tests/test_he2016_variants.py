@@ -59,6 +59,12 @@ def test_relu_only_preactivation_activates_the_branch_input_only():
 
 
 @torch.no_grad()
+def test_relu_only_preactivation_projects_the_raw_input():
+    b = block(in_ch=16, width=32, shortcut="B", layout="relu_preact")
+    torch.testing.assert_close(b(X), b.downsample(X) + b.bn2(branch(b, F.relu(X))))
+
+
+@torch.no_grad()
 def test_bottleneck_layouts_move_the_last_batchnorm_or_relu():
     def bottleneck_branch(b, x):
         return b.conv3(F.relu(b.bn2(b.conv2(F.relu(b.bn1(b.conv1(x)))))))
@@ -133,7 +139,8 @@ GATES_110 = 18 * 272 + 544 + 17 * 1056 + 2112 + 17 * 4160
         ({"gate": True, "gate_mode": "shortcut", "gate_bias": 0.0}, RESNET110_B + GATES_110),
         # option C: a 1x1 conv + BN on every shortcut instead of the two projections of option B
         ({"shortcut": "C"}, RESNET110_B + 18 * (256 + 32) + 17 * (1024 + 64) + 17 * (4096 + 128)),
-        ({"preact": True}, 1_730_522),  # preact_resnet110: the stem loses its BN (32), as published
+        # preact_resnet110, as published: v2 drops the stem's BN and the projections' BNs, adds one at the end
+        ({"preact": True}, 1_730_522),
     ],
 )
 def test_parameter_counts_of_resnet110_variants(fields, expected):

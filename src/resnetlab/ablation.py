@@ -7,12 +7,13 @@ Every variant of a table trains under one recipe and the same seeds, as an ordin
 experiment's folder (an interrupted table resumes; a finished member is never retrained). The report puts the
 published CIFAR-10 column beside the measured one and says, from the 95% intervals over seeds, which of the
 paper's orderings (each variant against the original unit) the measurement reproduces, which it contradicts
-and which its seeds cannot separate. A member whose loss stops being finite, or that ends no better than a
-guess, "fails", as the paper writes of its variants that did not train.
+and which its seeds cannot separate. A member whose loss stops being finite, or whose test error ends within a
+tenth of a uniform guess's, "fails", as the paper writes of its variants that did not train.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -59,6 +60,7 @@ class Table:
     source: str
     columns: tuple[str, ...]  # the published columns: the depths the paper ran
     variants: tuple[Variant, ...]  # the first is the original unit every other is compared with
+    note: str = ""  # what differs from the paper, said in the report
 
 
 def _gated(bias: float, mode: str = "exclusive") -> dict[str, Any]:
@@ -82,6 +84,8 @@ TABLES = {
             Variant("1x1 conv shortcut", {"shortcut": "C"}, (12.22,)),
             Variant("dropout shortcut 0.5", {"shortcut_dropout": 0.5}, (FAILS,)),
         ),
+        "The dropout shortcut is PyTorch's dropout, which doubles the values it keeps: the shortcut's expected value "
+        "stays x, where the paper explains its failure by an expectation of 0.5 x; the noise is the same.",
     ),
     "activations": Table(
         "Activation variants",
@@ -113,9 +117,10 @@ class Preset:
     columns: tuple[int, ...]  # by index: the published column that each network's measured one stands beside
     about: str
 
-    def networks_for(self, table: Table) -> tuple[str, ...]:
-        """The preset's networks that the table has a published column for (table 1 has ResNet-110 only)."""
-        return tuple(n for n, c in zip(self.networks, self.columns) if c < len(table.columns))
+    def networks_for(self, table: Table) -> list[tuple[str, int]]:
+        """(network, published column) for the preset's networks that the table has a column for (table 1 has
+        ResNet-110 only)."""
+        return [(n, c) for n, c in zip(self.networks, self.columns) if c < len(table.columns)]
 
 
 PRESETS = {
@@ -168,11 +173,15 @@ PRESETS = {
 @dataclass
 class Outcome:
     """One variant on one network over its seeds: the test errors of the members that trained, and how many
-    failed (diverged, or ended no better than a guess)."""
+    failed (diverged, or ended within a tenth of a uniform guess's error)."""
 
     errors: list[float]
     failed: int = 0
     why: list[str] = field(default_factory=list)
+
+    @property
+    def all_failed(self) -> bool:
+        return self.failed > 0 and not self.errors
 
     @property
     def spread(self) -> Spread | None:
@@ -194,6 +203,14 @@ def slug(label: str) -> str:
     """A run-directory name for a variant label: 'exclusive gating, bias -6' -> 'exclusive-gating-bias-m6'."""
     text = re.sub(r"-(\d)", r"m\1", label.lower()).replace(".", "")  # a minus sign as "m", 0.5 as 05
     return "-".join("".join(c if c.isalnum() else " " for c in text).split())
+
+
+def default_name(table: str, preset: str, overrides: list[str]) -> str:
+    """'ablation-shortcuts-quick', with a digest of the changed settings where there are any: another recipe is
+    another folder, so that no member of one is read back as a member of the other."""
+    if not overrides:
+        return f"ablation-{table}-{preset}"
+    return f"ablation-{table}-{preset}-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:8]}"
 
 
 def variant_config(preset: Preset, overrides: list[str], network: str, variant: Variant, seed: int, exp_dir: Path):
@@ -237,7 +254,7 @@ def outcome_of(results: list[Member | str]) -> Outcome:
             out.failed, out.why = out.failed + 1, [*out.why, r]
             continue
         error = 100 * (1 - r.summary["test_top1"])
-        if error >= 0.9 * guess_error(r):  # no better than a guess: the paper's "fail"
+        if error >= 0.9 * guess_error(r):  # within a tenth of a guess's error: the paper's "fail"
             out.failed, out.why = out.failed + 1, [*out.why, f"{r.name}: {error:.2f}% test error, a guess's"]
         else:
             out.errors.append(error)
@@ -253,11 +270,12 @@ def order(published: float, original: float) -> str:
 
 
 def measured_order(variant: Outcome, original: Outcome) -> str:
-    """'worse', 'better', or 'inseparable' (the 95% intervals overlap, one seed, or both fail)."""
+    """'worse', 'better', or 'inseparable': an arm whose every seed failed is worse than one whose every seed
+    trained; seeds that partly failed, two failed arms, overlapping 95% intervals and single seeds are not ordered."""
     if variant.failed or original.failed:
-        if variant.failed and not original.failed:
+        if variant.all_failed and not original.failed:
             return "worse"
-        if original.failed and not variant.failed:
+        if original.all_failed and not variant.failed:
             return "better"
         return "inseparable"
     a, b = variant.spread, original.spread
@@ -297,7 +315,11 @@ def findings(table: Table, column: int, outcomes: list[Outcome], network: str) -
         f"{network}: of the paper's {len(verdicts)} orderings against the original, the measurement reproduces "
         f"{verdicts.count('reproduces')}, contradicts {verdicts.count('contradicts')}, and cannot separate "
         f"{verdicts.count('the seeds cannot separate')}"
-        + (" (one seed cannot separate arms: run seeds=3 or more)." if seeds < 2 else " (95% intervals over seeds).")
+        + (
+            " (one seed orders only a failed arm against a trained one: run seeds=3 or more to separate the rest)."
+            if seeds < 2
+            else " (95% intervals over seeds)."
+        )
     )
     return lines
 
@@ -322,8 +344,8 @@ def ablation(
     check_seeds(seeds)
     chosen, setup = TABLES[table], PRESETS[preset]
     overrides = overrides or []
-    exp_dir = experiment_dir(out, name or f"ablation-{table}-{preset}")
-    networks = setup.networks_for(chosen)
+    exp_dir = experiment_dir(out, name or default_name(table, preset, overrides))
+    networks = [n for n, _ in setup.networks_for(chosen)]
     for network in networks:
         model_info(NETWORKS[network][0])
     first = load_config(None, [*setup.recipe, *overrides]).run.seed
@@ -348,7 +370,7 @@ def write_ablation_report(
 ) -> Path:
     rows, lines, figures = [], [], []
     members = [m for per in results.values() for _, ms in per for m in ms if not isinstance(m, str)]
-    for network, column in zip(setup.networks_for(table), setup.columns):
+    for network, column in setup.networks_for(table):
         outcomes = [outcome_of(ms) for _, ms in results[network]]
         for (variant, _), outcome in zip(results[network], outcomes):
             rows.append(
@@ -386,8 +408,9 @@ def write_ablation_report(
     note = (
         "Measured: mean ± sample standard deviation of the test error over seeds, and the 95% confidence interval "
         "of the mean (Student's t); two variants count as ordered only when their intervals do not overlap. "
-        "'fails': a member diverged or ended no better than a uniform guess (the paper's 'fail': it did not "
-        "train to a usable error). Each member's run is a row of members.csv."
+        "'fails': a member diverged or its test error ended within a tenth of a uniform guess's (the paper's "
+        "'fail': it did not train to a usable error); an arm only some of whose seeds failed is not ordered. Each "
+        "member's run is a row of members.csv." + (f" {table.note}" if table.note else "")
     )
     write_report(exp_dir, f"{table.title}: {table.source.split(' (')[0]}", intro, figures, md, lines, note)
     return exp_dir

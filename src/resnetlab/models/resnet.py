@@ -117,7 +117,7 @@ class ResNetConfig:
         """He et al. 2016's shortcut and activation variants: each refused where it would mean nothing."""
         if self.gate_mode not in GATE_MODES:
             raise ConfigError(f"gate_mode={self.gate_mode!r} is unknown; use one of {', '.join(GATE_MODES)}")
-        if self.gate_mode != "exclusive" and not self.gate:
+        if self.gate_mode != "exclusive" and not (self.gate or self.block == "highway"):
             raise ConfigError(f"gate_mode={self.gate_mode!r} sets how a gate mixes the paths; add gate=True")
         if not self.shortcut_scale > 0:
             raise ConfigError(f"shortcut_scale={self.shortcut_scale} must be > 0 (plain=True removes the shortcut)")
@@ -272,9 +272,9 @@ class BasicBlock(ResidualBlock):
         if self.preact:
             pre = self.act(self.bn1(x))
             return self.conv2(self.drop(self.act(self.bn2(self.conv1(pre))))), pre
-        pre = self.input_act(x)  # x itself except in relu_preact
-        out = self.conv2(self.drop(self.act(self.bn1(self.conv1(pre)))))
-        return self.end_branch(out, self.bn2), pre
+        # relu_preact activates the branch's input alone: the shortcut (a projection, a gate) reads x (fig. 4d)
+        out = self.conv2(self.drop(self.act(self.bn1(self.conv1(self.input_act(x))))))
+        return self.end_branch(out, self.bn2), x
 
     def last_layer(self) -> nn.Module:
         return self.conv2 if self.preact or not self.branch_ends_in(self.bn2) else self.bn2
@@ -309,10 +309,9 @@ class Bottleneck(ResidualBlock):
             out = self.act(self.bn2(self.conv1(pre)))
             out = self.drop(self.act(self.bn3(self.conv2(out))))
             return self.conv3(out), pre
-        pre = self.input_act(x)  # x itself except in relu_preact
-        out = self.act(self.bn1(self.conv1(pre)))
+        out = self.act(self.bn1(self.conv1(self.input_act(x))))  # relu_preact: the branch's input alone
         out = self.drop(self.act(self.bn2(self.conv2(out))))
-        return self.end_branch(self.conv3(out), self.bn3), pre
+        return self.end_branch(self.conv3(out), self.bn3), x
 
     def last_layer(self) -> nn.Module:
         return self.conv3 if self.preact or not self.branch_ends_in(self.bn3) else self.bn3
