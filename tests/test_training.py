@@ -293,7 +293,7 @@ def test_help_lists_every_key_with_its_default_and_meaning(capsys):
         assert f"  {key}" in text, key
     assert "run.threads (threads)=0  CPU threads for torch (0: all cores)" in text
     assert "data.crop_scale (crop_scale)=[]  [min, max] area share: random resized crops (the ImageNet" in text
-    assert "optim.optimizer (optimizer)=sgd [sgd|adamw]" in text
+    assert "optim.optimizer (optimizer)=sgd [sgd|adam|adamw]" in text
 
 
 def test_meanings_and_choices_live_in_the_fields_and_resume_classifies_only_real_keys():
@@ -301,7 +301,7 @@ def test_meanings_and_choices_live_in_the_fields_and_resume_classifies_only_real
     from resnetlab.training.resume import ARITHMETIC_KEYS, DISPLAY_KEYS, setting_kind
 
     assert field_of("run.threads").metadata["help"] == "CPU threads for torch (0: all cores)"
-    assert choices_of("optim.optimizer") == ("sgd", "adamw") and choices_of("optim.lr") == ()
+    assert choices_of("optim.optimizer") == ("sgd", "adam", "adamw") and choices_of("optim.lr") == ()
     assert DataConfig().crop_ratio is not DataConfig().crop_ratio  # each config owns its lists
     assert set(ARITHMETIC_KEYS + DISPLAY_KEYS) <= set(all_keys())  # a misspelt key would count as "learning"
     assert (setting_kind("run.threads"), setting_kind("run.quiet"), setting_kind("optim.lr")) == (
@@ -367,3 +367,31 @@ def test_tensorboard_asked_for_but_not_installed_is_said_once_with_how_to_instal
             fit(tiny(tmp_path, f"name={name}", "epochs=1", "limit_train=64", "output.tensorboard=true"))
     said = [r.message for r in caplog.records if "TensorBoard is not installed" in r.message]
     assert len(said) == 1 and "pip install tensorboard" in said[0]
+
+
+def test_adam_adds_l2_to_the_gradient_where_adamw_decays_apart():
+    """optimizer=adam is torch.optim.Adam (coupled L2: weight_decay * w joins the gradient, then the adaptive step
+    normalises it), adamw decays the weight by lr * weight_decay apart from the step. With a zero gradient the
+    first Adam step moves w by about lr; AdamW's by lr * weight_decay."""
+    from resnetlab.training.config import OptimConfig
+    from resnetlab.training.optim import build_optimizer
+
+    moved = {}
+    for kind in ("adam", "adamw"):
+        w = torch.nn.Parameter(torch.ones(3))
+        opt = build_optimizer([{"params": [w], "lr": 0.01, "weight_decay": 0.1}], OptimConfig(optimizer=kind, lr=0.01))
+        w.grad = torch.zeros(3)
+        opt.step()
+        moved[kind] = float(1 - w[0])
+    assert moved["adam"] == pytest.approx(0.01, rel=1e-3) and moved["adamw"] == pytest.approx(0.001, rel=1e-3)
+
+
+def test_a_run_trains_with_plain_adam(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
+    args = ["train", "data=synthetic", "model=resnet8", "limit_train=64", "limit_val=32", "epochs=1"]
+    args += ["batch_size=32", "optimizer=adam", "lr=1e-3", "weight_decay=0", f"out={tmp_path}", "name=adam"]
+    assert main(args) == 0
+    saved = yaml.safe_load((tmp_path / "adam" / "config.yaml").read_text())
+    assert saved["optim"]["optimizer"] == "adam"
+    state = torch.load(tmp_path / "adam" / "last.pt", weights_only=False)
+    assert "exp_avg_sq" in next(iter(state["optimizer"]["state"].values()))  # Adam's second moment, saved

@@ -116,12 +116,16 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = setting("sgd", '"sgd" or "adamw"', choices=("sgd", "adamw"))
+    optimizer: str = setting(
+        "sgd",
+        '"sgd", "adam" (L2 added to the gradient, as torch.optim.Adam) or "adamw" (decoupled decay)',
+        choices=("sgd", "adam", "adamw"),
+    )
     lr: float = setting(0.1, "peak learning rate (the schedule multiplies it)")
     batch_size: int = setting(128, "images per step (under torchrun: per step of all processes together)")
     momentum: float = setting(0.9, "SGD momentum")
     nesterov: bool = setting(False, "Nesterov momentum (SGD)")
-    weight_decay: float = setting(1e-4, "L2 penalty (SGD) or decoupled decay (AdamW)")
+    weight_decay: float = setting(1e-4, "L2 penalty (SGD, Adam) or decoupled decay (AdamW)")
     no_decay_norm_bias: bool = setting(False, "exempt BatchNorm parameters and biases from weight decay")
     label_smoothing: float = setting(0.0, "share of the target spread over all classes (Szegedy et al. 2016)")
     grad_clip: float = setting(0.0, "clip the global gradient norm to this (0: off)")

@@ -17,16 +17,19 @@ from .config import OptimConfig, ScheduleConfig
 def build_optimizer(
     groups: list[dict], cfg: OptimConfig, device: torch.device | None = None, capturable: bool = False
 ) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov) or AdamW over parameter groups that carry their own lr and weight decay.
+    """SGD (momentum, Nesterov), Adam or AdamW over parameter groups that carry their own lr and weight decay.
 
     On CUDA the update is one fused kernel for all parameters (PyTorch's `fused=True`) rather than a launch
     per tensor: for a small network the launches, not the arithmetic, are what an eager step waits on. On a
     CPU PyTorch's default (foreach) stays, as it measured no slower there. `capturable`: the step may be
     recorded in a CUDA graph (AdamW then keeps its step counts on the device; fused SGD needs nothing more)."""
     fused = True if device is not None and device.type == "cuda" else None
-    if cfg.optimizer == "adamw":
+    if cfg.optimizer in ("adam", "adamw"):
+        # Adam adds weight_decay * w to the gradient (coupled L2; Keras's Adam has none: weight_decay=0), AdamW
+        # shrinks the weights apart from the adaptive step (Loshchilov & Hutter 2019). Both take each group's own.
         extra = {"capturable": True} if capturable else {}
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused, **extra)
+        kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return kind(groups, lr=cfg.lr, fused=fused, **extra)
     nesterov = cfg.nesterov and cfg.momentum > 0
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, fused=fused)
 
