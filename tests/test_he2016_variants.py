@@ -173,3 +173,27 @@ def test_bottleneck_layouts_keep_the_v1_resnet164s_parameters():
 def test_variants_that_mean_nothing_are_refused_by_name(fields, words):
     with pytest.raises(ConfigError, match=words):
         ResNetConfig(**fields).validate()
+
+
+@torch.no_grad()
+def test_a_learned_residual_weight_at_zero_makes_every_block_its_shortcut():
+    """ReZero's start (residual_scale=0, learned): a v2 block outputs its shortcut path, a v1 block act(shortcut)."""
+    v2 = block(preact=True, residual_scale=0.0, learn_residual_scale=True)
+    torch.testing.assert_close(v2(X), X)
+    v1 = block(residual_scale=0.0, learn_residual_scale=True)
+    torch.testing.assert_close(v1(X), F.relu(X))
+    projecting = block(in_ch=16, width=32, preact=True, shortcut="B", residual_scale=0.0, learn_residual_scale=True)
+    torch.testing.assert_close(projecting(X), projecting.downsample(F.relu(projecting.bn1(X))))
+    at_one = block(learn_residual_scale=True)  # the plain start: the ordinary block, with one more parameter
+    torch.testing.assert_close(at_one(X), block()(X))
+
+
+def test_a_learned_residual_weight_is_one_trained_scalar_per_block():
+    net = create_model("resnet20", residual_scale=0.0, learn_residual_scale=True)
+    weights = [b.residual_weight for b in net.blocks()]
+    assert len(weights) == 9 and all(w.requires_grad and w.shape == () for w in weights)
+    assert count_params(net) == count_params(create_model("resnet20")) + 9
+    torch.nn.functional.cross_entropy(net(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3])).backward()
+    assert all(w.grad is not None and w.grad != 0 for w in weights)  # the first step moves them off zero
+    with pytest.raises(ConfigError, match="a plain network has none"):
+        ResNetConfig(plain=True, learn_residual_scale=True).validate()

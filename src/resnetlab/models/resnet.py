@@ -51,6 +51,9 @@ class ResNetConfig:
     norm: bool = True  # batch norm on or off
     dropout: float = 0.0  # dropout between the convolutions of a block (as in Wide ResNet)
     residual_scale: float = 1.0  # y = x + s * F(x)
+    # s a trainable scalar per block, starting at residual_scale: 0 is ReZero's start (Bachlechner et al. 2020,
+    # every block the identity), 1 the plain sum's
+    learn_residual_scale: bool = False
     zero_init_last: bool = False  # zero the last BN (v2: last conv) of every residual branch
     se_reduction: int = 0  # > 0 adds a Squeeze-and-Excitation module with this reduction to every block
     se_divisor: int = 8  # SE hidden width rounded to a multiple of this (timm's rule); 1 for plain C // r
@@ -123,6 +126,8 @@ class ResNetConfig:
             raise ConfigError(f"shortcut_scale={self.shortcut_scale} must be > 0 (plain=True removes the shortcut)")
         if not 0.0 <= self.shortcut_dropout < 1.0:
             raise ConfigError(f"shortcut_dropout={self.shortcut_dropout} must be in [0, 1)")
+        if self.plain and self.learn_residual_scale:
+            raise ConfigError("learn_residual_scale weighs the branch against the shortcut; a plain network has none")
         if self.plain and (self.shortcut_scale != 1.0 or self.shortcut_dropout):
             raise ConfigError("shortcut_scale and shortcut_dropout act on the shortcut; a plain network has none")
         if self.layout not in LAYOUTS:
@@ -182,6 +187,9 @@ class ResidualBlock(nn.Module):
         self.gate = conv(in_ch, out_ch, gate_kernel, stride=args.stride, bias=True) if gated else None
         self.gate_bias, self.branch_gated = cfg.gate_bias, cfg.gate_mode == "exclusive"
         self.shortcut_scale, self.layout = cfg.shortcut_scale, cfg.layout
+        # A 0-d parameter: one learned weight of the branch per block (plain nets have no sum to weigh).
+        learned = cfg.learn_residual_scale and not cfg.plain
+        self.residual_weight = nn.Parameter(torch.tensor(float(cfg.residual_scale))) if learned else None
         self.shortcut_drop = nn.Dropout(cfg.shortcut_dropout) if cfg.shortcut_dropout > 0 else nn.Identity()
         # relu_preact activates the block input for the branch alone: not in place, the shortcut still needs it.
         self.input_act = make_act(cfg.act) if cfg.layout == "relu_preact" else nn.Identity()
@@ -221,7 +229,9 @@ class ResidualBlock(nn.Module):
         if self.plain:  # no shortcut: v1 still ends in its activation, v2 hands the branch on as it is
             return self.act(out) if self.final_act and not self.preact else out
         out = drop_path(out, self.drop_path_rate, self.training)
-        if self.scale != 1.0:
+        if self.residual_weight is not None:
+            out = out * self.residual_weight
+        elif self.scale != 1.0:
             out = out * self.scale
         shortcut = self.shortcut(x, pre)
         if self.gate is not None:
