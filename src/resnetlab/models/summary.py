@@ -26,6 +26,21 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
+@torch.no_grad()
+def cost_on_meta(name: str, input_size: tuple[int, int, int] | None = None) -> tuple[int, int]:
+    """(parameters, multiply-adds of one image) of a registered model at its own input size unless told, counted
+    on the meta device: shapes only, so a VGG-19 costs neither memory nor arithmetic."""
+    from .registry import create_model, model_info
+
+    size = input_size or model_info(name).input_size
+    with torch.device("meta"):
+        model = create_model(name, in_chans=size[0]).eval()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(torch.zeros(1, *size))
+    return count_params(model), counter.get_total_flops() // 2
+
+
 @dataclass
 class LayerRow:
     name: str

@@ -35,9 +35,15 @@ def part_of(param_name: str) -> str:
     return "stem"
 
 
+def namer(model: nn.Module):
+    """The model's own `part_of` where it names its parts (VGG: stage1..), else the key-name rules above."""
+    return getattr(model, "part_of", part_of)
+
+
 def parts(model: nn.Module) -> list[str]:
     """The model's parts in forward order: stem, stages..., final (if any), head."""
     seen: list[str] = []
+    part_of = namer(model)
     for name, _ in model.named_parameters():
         part = part_of(name)
         if part not in seen:
@@ -76,7 +82,7 @@ def apply_freeze(model: nn.Module, frozen: list[str], freeze_bn: bool) -> None:
 
     Call after every model.train(): train() would switch the BatchNorm layers back.
     """
-    frozen_set = set(frozen)
+    frozen_set, part_of = set(frozen), namer(model)
     for name, p in model.named_parameters():
         p.requires_grad_(part_of(name) not in frozen_set)
     for name, module in model.named_modules():
@@ -88,6 +94,7 @@ def apply_freeze(model: nn.Module, frozen: list[str], freeze_bn: bool) -> None:
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Parameter groups by (head or backbone) x (decayed or not): the backbone's lr scaled by backbone_lr."""
     groups: dict[tuple[bool, bool], list] = {}
+    part_of = namer(model)
     for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
             full = f"{module_name}.{name}" if module_name else name
