@@ -82,6 +82,22 @@ def lr_multiplier(cfg: ScheduleConfig, steps_per_epoch: int) -> Callable[[int], 
     return multiplier
 
 
+def describe_optimization(optim: OptimConfig, schedule: ScheduleConfig, multiplier: Callable[[int], float],
+                          total: int) -> str:  # fmt: skip
+    """One line for the start of a run: the optimizer and where the schedule takes the learning rate, so that an
+    lr copied from elsewhere is not divided by 100 unseen (multistep's default)."""
+    kind = optim.optimizer
+    if kind == "sgd" and optim.momentum > 0:
+        kind += f" (momentum {optim.momentum:g}{', Nesterov' if optim.nesterov else ''})"
+    decay = {"sgd": "L2", "adam": "L2", "adamw": "decoupled"}[optim.optimizer]
+    lrs = [optim.lr * multiplier(s) for s in range(total)] or [optim.lr]
+    return (
+        f"optimizer: {kind}, batch {optim.batch_size}, weight decay {optim.weight_decay:g} ({decay}); "
+        f"lr schedule {schedule.name}: {lrs[0]:.3g} at the first step, {max(lrs):.3g} at most, {lrs[-1]:.3g} at the "
+        f"last of {total:,}"
+    )
+
+
 def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["lr"] = base * factor

@@ -12,6 +12,7 @@ from ..files import atomic_write, chosen_output, remove_orphan_temporaries
 from ..models.summary import count_params
 from .config import TrainConfig
 from .distributed import RUN_ID_FILE, mark_run
+from .optim import describe_optimization, total_steps
 from .report import say
 from .run_data import RunData
 from .session import Session
@@ -98,6 +99,8 @@ def announce(
     test = "; the test split is scored once, at the end" if splits.test else ""
     say(cfg, splits.record.describe() + test, force=True)
     say(cfg, f"augmentations: {data.train_loader.augment.describe()}", force=True)
+    total = total_steps(cfg.schedule, trainer.steps_per_epoch)
+    say(cfg, describe_optimization(cfg.optim, cfg.schedule, trainer.multiplier, total), force=True)
     say(cfg, f"training images: {data.train_loader.residency.reason}")
     if device.type == "cuda":
         say(cfg, f"CUDA graphs {trainer.graphs_why}")
