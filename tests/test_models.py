@@ -62,7 +62,12 @@ def small_input(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, info.input_size[0], side, side)
 
 
-@pytest.mark.parametrize("name", list_models())
+def heavy(name: str) -> bool:
+    """The ImageNet VGGs (about 135M parameters, most in the MLP) but one: their gradients alone are half a GB."""
+    return name.startswith("vgg") and not name.endswith("_cifar") and name != "vgg11_bn"
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if heavy(n) else n for n in list_models()])
 def test_every_model_runs_forward_and_backward(name):
     model = create_model(name, num_classes=7)
     x = small_input(name)

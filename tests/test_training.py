@@ -382,7 +382,7 @@ def test_adam_adds_l2_to_the_gradient_where_adamw_decays_apart():
         opt = build_optimizer([{"params": [w], "lr": 0.01, "weight_decay": 0.1}], OptimConfig(optimizer=kind, lr=0.01))
         w.grad = torch.zeros(3)
         opt.step()
-        moved[kind] = float(1 - w[0])
+        moved[kind] = float(1 - w.detach()[0])
     assert moved["adam"] == pytest.approx(0.01, rel=1e-3) and moved["adamw"] == pytest.approx(0.001, rel=1e-3)
 
 
@@ -395,3 +395,19 @@ def test_a_run_trains_with_plain_adam(tmp_path, monkeypatch):
     assert saved["optim"]["optimizer"] == "adam"
     state = torch.load(tmp_path / "adam" / "last.pt", weights_only=False)
     assert "exp_avg_sq" in next(iter(state["optimizer"]["state"].values()))  # Adam's second moment, saved
+    assert all(not group["decoupled_weight_decay"] for group in state["optimizer"]["param_groups"])  # not AdamW
+
+
+def test_the_start_line_says_where_the_schedule_takes_the_lr():
+    from resnetlab.training.config import OptimConfig, ScheduleConfig
+    from resnetlab.training.optim import describe_optimization, lr_multiplier
+
+    optim = OptimConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, weight_decay=5e-4)
+    schedule = ScheduleConfig(name="multistep", epochs=10, milestones=[5, 8], gamma=0.1)
+    line = describe_optimization(optim, schedule, lr_multiplier(schedule, 100), 1000)
+    assert "sgd (momentum 0.9), batch 128, weight decay 0.0005 (L2)" in line
+    assert "lr schedule multistep: 0.1 at the first step, 0.1 at most, 0.001 at the last of 1,000" in line
+    constant = ScheduleConfig(name="constant", epochs=10)
+    adam = OptimConfig(optimizer="adam", lr=1e-3)
+    line = describe_optimization(adam, constant, lr_multiplier(constant, 100_000), 10**6)  # sampled, not every step
+    assert "0.001 at the first step, 0.001 at most, 0.001 at the last of 1,000,000" in line

@@ -54,13 +54,40 @@ def test_cifar_vgg_takes_28x28_grey_and_32x32_colour():
     assert colour.num_features == 512 and [f["reduction"] for f in colour.feature_info] == [1, 2, 4, 8, 16]
 
 
-def test_vgg_parts_for_fine_tuning_are_its_stages_and_head():
+def test_vgg_parts_for_fine_tuning_are_its_stages_mlp_and_head():
     net = create_model("vgg11_cifar")
     assert parts(net) == ["stage1", "stage2", "stage3", "stage4", "stage5", "head"]
     assert frozen_parts(net, "backbone") == ["stage1", "stage2", "stage3", "stage4", "stage5"]
-    tv = create_model("vgg11")
+    with torch.device("meta"):
+        tv = create_model("vgg11")
+    assert parts(tv) == ["stage1", "stage2", "stage3", "stage4", "stage5", "mlp", "head"]
+    head = [name for name, _ in tv.named_parameters() if tv.part_of(name) == "head"]
+    assert head == ["classifier.6.weight", "classifier.6.bias"]
     tv.reset_classifier(5)
     assert tv.num_classes == 5 and tv.classifier[0].out_features == 4096  # the MLP stays, the last layer is new
+    with pytest.raises(ValueError, match="not a parameter of this VGG"):
+        tv.part_of("module.features.0.weight")
+
+
+def test_weights_for_other_classes_keep_the_mlp_and_renew_the_last_layer():
+    from resnetlab.models.pretrained import load_into
+
+    source = create_model("vgg11_cifar", num_classes=10)
+    target = create_model("vgg11_cifar", num_classes=10)
+    report = load_into(target, source.state_dict(), new_head=True)
+    assert sorted(report.dropped) == ["classifier.bias (other classes)", "classifier.weight (other classes)"]
+    with torch.device("meta"):  # torchvision's layout: fc6 and fc7 load, only the last layer is made anew
+        tv_source, tv_target = create_model("vgg11"), create_model("vgg11", num_classes=1000)
+        report = load_into(tv_target, tv_source.state_dict(), new_head=True)
+    assert sorted(report.dropped) == ["classifier.6.bias (other classes)", "classifier.6.weight (other classes)"]
+    assert report.missing == ["classifier.6.weight", "classifier.6.bias"]
+
+
+def test_bad_vgg_settings_are_refused_by_name():
+    from resnetlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="head='tiny' is unknown"):
+        create_model("vgg11_cifar", head="tiny")
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,10 @@ class ClassifierNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return getattr(self, self.classifier_name)
 
+    def head_prefix(self) -> str:
+        """The state-dict prefix of the layer a new number of classes replaces ('fc.')."""
+        return self.classifier_name + "."
+
     @property
     def num_classes(self) -> int:
         head = self.get_classifier()

@@ -109,7 +109,7 @@ def load_into(
     `new_head=True` keeps the model's fresh classifier even where the sizes match (other classes).
     """
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
-    head = getattr(model, "classifier_name", "fc") + "."
+    head = model.head_prefix() if hasattr(model, "head_prefix") else "fc."  # VGG: classifier.6., its MLP kept
     own = model.state_dict()
     report = LoadReport(meta=meta)
     conv_key = first_conv_key(model)

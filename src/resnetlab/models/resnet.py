@@ -128,6 +128,11 @@ class ResNetConfig:
             raise ConfigError(f"shortcut_dropout={self.shortcut_dropout} must be in [0, 1)")
         if self.plain and self.learn_residual_scale:
             raise ConfigError("learn_residual_scale weighs the branch against the shortcut; a plain network has none")
+        if self.learn_residual_scale and self.residual_scale == 0 and self.zero_init_last:
+            raise ConfigError(
+                "learn_residual_scale from residual_scale=0 with zero_init_last: each branch and its weight start "
+                "at zero, so neither gets a gradient; drop zero_init_last (ReZero needs only the zero weight)"
+            )
         if self.plain and (self.shortcut_scale != 1.0 or self.shortcut_dropout):
             raise ConfigError("shortcut_scale and shortcut_dropout act on the shortcut; a plain network has none")
         if self.layout not in LAYOUTS:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .base import CIFAR10, IMAGENET, TV, ClassifierNet, config_from_dict
 from .registry import register_variant
 
@@ -39,6 +40,18 @@ class VGGConfig:
     in_chans: int = 3
     num_classes: int = 1000
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field and what would work."""
+        if self.head not in ("imagenet", "cifar"):
+            raise ConfigError(f"head={self.head!r} is unknown; use 'imagenet' (torchvision's MLP) or 'cifar'")
+        if not self.stages or not all(self.stages) or min(w for ws in self.stages for w in ws) < 1:
+            raise ConfigError(f"stages={self.stages} needs one or more stages of positive widths, e.g. ((64,), (128,))")
+        if not 0.0 <= self.dropout < 1.0 or self.in_chans < 1 or self.num_classes < 0:
+            raise ConfigError(
+                f"dropout={self.dropout} must be in [0, 1), in_chans={self.in_chans} >= 1, "
+                f"num_classes={self.num_classes} >= 0"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -50,6 +63,7 @@ class VGG(ClassifierNet):
 
     def __init__(self, cfg: VGGConfig, features_only: bool = False) -> None:
         super().__init__()
+        cfg.validate()
         self.cfg, self.features_only = cfg, features_only
         layers: list[nn.Module] = []
         self.stage_ends: list[int] = []  # index in `features` of each stage's last ReLU: its output, before the pool
@@ -118,11 +132,22 @@ class VGG(ClassifierNet):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
+    def head_prefix(self) -> str:
+        """'classifier.6.' (the ImageNet MLP's last layer: the MLP before it is backbone) or 'classifier.'."""
+        mlp = isinstance(self.classifier, nn.Sequential)
+        return f"classifier.{len(self.classifier) - 1}." if mlp else "classifier."
+
     def part_of(self, param_name: str) -> str:
-        """'features.3.weight' -> 'stage2', 'classifier.0.weight' -> 'head' (fine-tuning's parts)."""
-        if param_name.startswith("classifier"):
+        """Fine-tuning's parts: 'features.3.weight' -> 'stage2', 'classifier.0.weight' -> 'mlp' (the ImageNet
+        net's fc6 and fc7), 'classifier.6.weight' -> 'head' (the last linear layer, as in every other family)."""
+        if param_name.startswith(self.head_prefix()):
             return "head"
-        return self._stage_of[param_name.rpartition(".")[0]]
+        if param_name.startswith("classifier."):
+            return "mlp"
+        layer = param_name.rpartition(".")[0]
+        if layer not in self._stage_of:
+            raise ValueError(f"{param_name!r} is not a parameter of this VGG (a wrapped model's name?)")
+        return self._stage_of[layer]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, 512, H/32, W/32) (ImageNet) or (N, 512, H/16, W/16) (CIFAR)."""

@@ -36,7 +36,10 @@ def part_of(param_name: str) -> str:
 
 
 def namer(model: nn.Module):
-    """The model's own `part_of` where it names its parts (VGG: stage1..), else the key-name rules above."""
+    """The model's own `part_of` where it names its parts (VGG: stage1.., mlp), else the key-name rules above.
+    Expects the model itself, not a DistributedDataParallel or compiled wrapper (whose names carry a prefix)."""
+    if hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        raise TypeError("fine-tuning's parts are named on the model itself, not on its DDP or compiled wrapper")
     return getattr(model, "part_of", part_of)
 
 
@@ -100,7 +103,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
             full = f"{module_name}.{name}" if module_name else name
             is_head = part_of(full) == "head"
             is_norm = isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm)
-            no_decay = cfg.optim.no_decay_norm_bias and (is_norm or name == "bias")
+            # norms, biases and 0-d scalars (learn_residual_scale's weights: decay would pull ReZero's toward 0)
+            no_decay = cfg.optim.no_decay_norm_bias and (is_norm or name == "bias" or p.ndim == 0)
             groups.setdefault((is_head, no_decay), []).append(p)
     return [
         {
