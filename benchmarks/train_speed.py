@@ -10,8 +10,14 @@ it with the fastest plain loop.
 
 bf16 is run only on CPUs with bf16 units (AMX or AVX-512 BF16): elsewhere it is emulated and takes minutes
 (27 img/s for ResNet-20 on a 2-core AMD EPYC), and precision=auto never picks it there; the column says so.
-Each loop runs two epochs (the second is timed), in rounds that alternate the loops; the median of each counts,
-as this machine is shared and noisy (the same loop varies by +-20% from one process to the next here).
+Each loop runs two epochs (the second is timed), in rounds that alternate the loops; every round is printed and the
+median of each counts, as this machine is shared and noisy (the same loop varies by +-20% from one process to the
+next here).
+
+How far each arm is from the hardware: the benchmark times this CPU's own limits (a 2048x2048 matrix product and a
+3x3 convolution at 32 px with 64 channels in channels_last, in fp32 and, with bf16 units, in bf16) and prints each
+arm's arithmetic rate (6 x the network's multiply-adds per training image: forward 2, backward 4 FLOP a
+multiply-add) as a fraction of the faster of the two limits in the arm's arithmetic.
 
 Run: .venv/bin/python benchmarks/train_speed.py [--steps 30] [--batch-size 128] [--rounds 5]
 """
@@ -32,6 +38,7 @@ from torch import nn
 
 from resnetlab.data.generated import Generated, synthetic
 from resnetlab.data.registry import named, register
+from resnetlab.models.summary import cost_on_meta
 from resnetlab.training import load_config
 from resnetlab.training.device import choose_precision, cpu_description, cpu_has_fast_bf16
 from resnetlab.training.loop import fit
@@ -136,15 +143,53 @@ def resnetlab_loop(name: str, steps: int, batch: int, precision: str) -> float:
         return fit(cfg).rows[-1]["images_per_s"]
 
 
-def measure(name: str, make_peer, steps: int, batch: int, rounds: int, peers: list[str]) -> dict[str, float]:
-    """Median images/s of each loop over `rounds` rounds that alternate them."""
+def measure(name: str, make_peer, steps: int, batch: int, rounds: int, peers: list[str]) -> dict[str, list[float]]:
+    """Images/s of each loop in each of `rounds` rounds that alternate them (each round printed as it ends)."""
     results: dict[str, list[float]] = {key: [] for key in [*peers, "resnetlab"]}
-    for _ in range(rounds):
+    for r in range(rounds):
         for arithmetic in peers:
             torch.manual_seed(0)
             results[arithmetic].append(plain_loop(make_peer(), steps, batch, arithmetic))
         results["resnetlab"].append(resnetlab_loop(name, steps, batch, "auto"))
-    return {key: statistics.median(values) for key, values in results.items()}
+        cells = "  ".join(f"{key} {values[-1]:.0f}" for key, values in results.items())
+        print(f"  {name} round {r + 1}/{rounds}: {cells}", flush=True)
+    return results
+
+
+def gflops(run, flop: float, repeats: int = 5) -> float:
+    """GFLOP/s of `run` (a closure doing `flop` floating-point operations): the best of `repeats` after a warm-up."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return flop / best / 1e9
+
+
+@torch.no_grad()
+def hardware_limits(bf16: bool) -> dict[str, float]:
+    """This CPU's measured GFLOP/s for a 2048^2 matrix product and a 3x3 convolution (batch 64, 64 channels, 32 px,
+    channels_last), in fp32 and, where the CPU has bf16 units, bf16."""
+    limits = {}
+    for dtype in (torch.float32, torch.bfloat16) if bf16 else (torch.float32,):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        limits[f"{dtype_name(dtype)} matmul"] = gflops(partial(torch.matmul, a, b), 2 * 2048**3)
+        x = torch.randn(64, 64, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        conv = nn.Conv2d(64, 64, 3, padding=1, bias=False).to(dtype=dtype, memory_format=torch.channels_last)
+        limits[f"{dtype_name(dtype)} conv3x3"] = gflops(partial(conv, x), 2 * 64 * 32 * 32 * 64 * 64 * 9)
+    return limits
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
+def fraction_of_limit(images_per_s: float, macs: int, arithmetic: str, limits: dict[str, float]) -> float:
+    """The arm's arithmetic rate over the faster measured limit in its arithmetic (bf16 or fp32)."""
+    dtype = arithmetic[:4]
+    limit = max(v for k, v in limits.items() if k.startswith(dtype))
+    return images_per_s * 6 * macs / 1e9 / limit
 
 
 def main() -> None:
@@ -163,14 +208,21 @@ def main() -> None:
     print(f"resnetlab picks {chosen.name}{' + channels_last' if chosen.channels_last else ''} ({chosen.reason})")
     if "bf16+CL" not in peers:
         print("plain bf16 skipped: this CPU has no bf16 units, so bf16 is emulated (minutes per run)")
+    limits = hardware_limits("bf16+CL" in peers)
+    print("this CPU's measured limits (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in limits.items()))
+    arithmetic_of = {**{p: p for p in peers}, "resnetlab": dtype_name(chosen.dtype or torch.float32)}
     models = {"resnet20": PlainResNet20, "resnet18": lambda: torchvision.models.resnet18(num_classes=10)}
-    header = "".join(f"{'plain ' + p:>15}" for p in peers)
-    print(f"{'model':<9}{header}{'resnetlab auto':>16}{'ours / best plain':>19}")
     for name, make_peer in models.items():
-        m = measure(name, make_peer, args.steps, args.batch_size, args.rounds, peers)
+        rounds = measure(name, make_peer, args.steps, args.batch_size, args.rounds, peers)
+        m = {key: statistics.median(values) for key, values in rounds.items()}
+        macs = cost_on_meta(name, (3, 32, 32))[1]
         ratio = m["resnetlab"] / max(m[p] for p in peers)
+        header = "".join(f"{'plain ' + p:>15}" for p in peers)
+        print(f"{'model':<9}{header}{'resnetlab auto':>16}{'ours / best plain':>19}")
         cells = "".join(f"{m[p]:>15.0f}" for p in peers)
         print(f"{name:<9}{cells}{m['resnetlab']:>16.0f}{ratio:>18.2f}x", flush=True)
+        shares = [f"{key} {fraction_of_limit(v, macs, arithmetic_of[key], limits):.0%}" for key, v in m.items()]
+        print(f"  {name}: {6 * macs / 1e6:.0f} MFLOP a training image; of the limit: " + ", ".join(shares))
         print(f"{name}: resnetlab/peer = {ratio:.2f}x", flush=True)
 
 
