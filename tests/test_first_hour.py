@@ -177,3 +177,18 @@ def test_a_fault_met_by_another_process_of_a_job_is_said_by_that_process(monkeyp
         "resnetlab: error: process 1: the image cache /data/cache/images-1.npy changed while it was read (it was cut "
         "short); nothing read from it after the change was used, and it is rebuilt when the command runs again"
     )
+
+
+def test_notes_on_keys_inside_a_wrapped_inline_mapping_go_in_the_header():
+    """Where YAML wraps an inline mapping depends on its values' lengths (a run's path): a key that starts a
+    wrapped line is not a line of its own, so its note is a header line, whatever the path's length."""
+    from resnetlab.training import load_config
+    from resnetlab.training.resolve import Resolved, annotated_yaml
+
+    path = "/runs/resnet8"
+    for length in range(1, 100):  # at some lengths of out= the wrapped line starts with "resume:"
+        cfg = load_config(None, [f"output.resume={path}", f"out=/{'o' * length}"])
+        text = annotated_yaml(Resolved(cfg, {"output.resume": "the settings of the run"}, None, None))
+        assert yaml.safe_load(text)["output"]["resume"] == path
+        noted = [line for line in text.splitlines() if "the settings of the run" in line]
+        assert noted == ["# output.resume: the settings of the run"], text

@@ -91,12 +91,16 @@ def with_flips(cfg: TrainConfig, resumed: bool = False) -> tuple[TrainConfig, st
 def annotated_yaml(resolved: Resolved) -> str:
     """The settings as YAML, each value that was chosen for the user followed by a comment saying why (notes on
     keys that YAML writes inline, in a section of plain values, come first, as comment lines of their own)."""
-    lines, section, placed = [], "", set()
+    lines, section, placed, open_flow = [], "", set(), 0
     for line in resolved.cfg.to_yaml().rstrip().splitlines():
         if not line.startswith(" "):
             section = line.split(":", 1)[0]
         key = f"{section}.{line.strip().split(':', 1)[0]}"
-        if line.startswith("  ") and not line.startswith("   ") and key in resolved.why:
+        # A line inside a wrapped inline mapping ({a: 1,\n  b: 2}) is not a key of its own: where the wrap falls
+        # depends on the values' lengths (a run's path), so its notes go in the header.
+        inside_flow = open_flow > 0
+        open_flow += line.count("{") + line.count("[") - line.count("}") - line.count("]")
+        if not inside_flow and line.startswith("  ") and not line.startswith("   ") and key in resolved.why:
             placed.add(key)
             line = f"{line}  # {' '.join(resolved.why[key].split())}"
         lines.append(line)
