@@ -69,9 +69,10 @@ def test_two_processes_train_what_one_process_trains(two_process_run, tmp_path):
     assert done.returncode == 0, why(done.stderr)
     a, b = weights(one.run_dir), weights(tmp_path / "two")
     # Equal up to float summation order (gradients averaged over two halves), which 64 steps at lr 0.1 grow to
-    # about 6e-4 here (AMD EPYC Zen 3). Frozen BatchNorm makes these runs fragile: with the augmentation streams
-    # of checkpoint v2, seeds 0, 3, 5, 8 and 10 differed by 2e-3 to 3e-2 and seeds 4 and 6 diverged.
-    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=2e-3) for k in a)
+    # about 6e-4 on an AMD EPYC Zen 3 (AVX2) and 3.4e-3 on a Zen 4 (AVX-512 kernels block the sums otherwise;
+    # fc.weight, bn1.weight). Frozen BatchNorm makes these runs fragile: with the augmentation streams of
+    # checkpoint v2, seeds 0, 3, 5, 8 and 10 differed by 2e-3 to 3e-2 and seeds 4 and 6 diverged.
+    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=6e-3) for k in a)
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["processes"] == 2
     assert summary["best_epoch"] == one.summary["best_epoch"] < summary["epochs"]
