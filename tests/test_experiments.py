@@ -167,3 +167,16 @@ def test_degradation_findings_with_one_seed_say_it_cannot_separate_arms():
     }
     said = " ".join(degradation_findings(three, 20, 56, "A", 3))
     assert "the deeper plain network trained worse (degradation)" in said and "better): yes." in said
+
+
+def test_the_full_preset_is_he_2015s_cifar10_schedule(tmp_path):
+    """Section 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, 64k in all, weight decay 1e-4,
+    momentum 0.9, 4-pixel zero padding, random crops and flips."""
+    cfg = experiments.member_config("full", [], "resnet110", tmp_path)
+    assert (cfg.data.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.weight_decay) == ("cifar10", 128, 0.1, 1e-4)
+    assert (cfg.schedule.name, cfg.schedule.iterations, list(cfg.schedule.milestones)) == (
+        "multistep",
+        64000,
+        [32000, 48000],
+    )
+    assert (cfg.optim.momentum, cfg.data.crop_padding, cfg.data.pad_mode, cfg.data.hflip) == (0.9, 4, "zeros", "true")
