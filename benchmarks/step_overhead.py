@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class Steps:
     outside: float
     first_outside: float  # the first step of each epoch: its time outside the model (median)
     count: int
+    operations: dict[str, float]  # mean ms a step of each top-level operation outside the model, largest first
 
 
 def profiled(run: Callable[[], object]) -> list:
@@ -77,7 +79,7 @@ def profiled(run: Callable[[], object]) -> list:
     return list(prof.events())
 
 
-def per_step(events: list, steps_per_epoch: int) -> Steps:
+def per_step(events: list, epochs: int = 2) -> Steps:
     """Split the profile into steps at each update's end and charge every top-level event to its step."""
     forwards = sorted((e for e in events if e.name == FORWARD), key=lambda e: e.time_range.start)
     thread = forwards[0].thread  # the training thread; the loader's reader threads are left out
@@ -85,7 +87,9 @@ def per_step(events: list, steps_per_epoch: int) -> Steps:
     updates = sorted((e for e in top if e.name.startswith("Optimizer.step#")), key=lambda e: e.time_range.end)
     backwards = [e for e in top if e.name.startswith("autograd::engine::evaluate_function")]
     ends = [u.time_range.end for u in updates]
+    steps_per_epoch = len(updates) // epochs
     spans, models, outsides, firsts = [], [], [], []
+    operations: dict[str, float] = defaultdict(float)
     for i in range(1, len(updates)):
         start, end = ends[i - 1], ends[i]
         inside = [e for e in forwards if start <= e.time_range.start < end]
@@ -98,12 +102,17 @@ def per_step(events: list, steps_per_epoch: int) -> Steps:
         spans.append((end - start) / 1000)
         models.append(model_us / 1000)
         outsides.append(outside_ms)
+        counted = {id(e) for e in inside}
+        for e in top:
+            if start <= e.time_range.start < end and id(e) not in counted:
+                operations[e.name] += e.time_range.elapsed_us() / 1000
     return Steps(
         statistics.median(spans),
         statistics.median(models),
         statistics.median(outsides),
         statistics.median(firsts) if firsts else float("nan"),
         len(spans),
+        {name: ms / len(spans) for name, ms in sorted(operations.items(), key=lambda kv: -kv[1])},
     )
 
 
@@ -130,9 +139,12 @@ def main() -> None:
     }
     print(f"{'arm':<12}{'step ms':>9}{'model ms':>10}{'outside ms':>12}{'outside %':>11}{'1st of epoch':>14}")
     for arm, events in arms.items():
-        s = per_step(events, args.steps)
+        s = per_step(events)
         print(f"{arm:<12}{s.span:>9.2f}{s.model:>10.2f}{s.outside:>12.2f}{100 * s.outside / s.span:>10.1f}%"
               f"{s.first_outside:>13.1f}  (medians of {s.count} steps; ms outside the model)")  # fmt: skip
+        named = sum(s.operations.values())
+        biggest = ", ".join(f"{name} {ms:.2f}" for name, ms in list(s.operations.items())[:6])
+        print(f"    outside, ms a step (means): {biggest}; untraced Python and gaps about {s.outside - named:.2f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ Run: .venv/bin/python benchmarks/train_speed.py [--steps 30] [--batch-size 128] 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -127,7 +128,7 @@ def resnetlab_loop(name: str, steps: int, batch: int, precision: str) -> float:
             None,
             [
                 f"model={name}",
-                f"data={timed_synthetic(max(steps * batch, 256))}",
+                f"data={timed_synthetic(math.ceil(steps * batch / 0.9) + batch)}",  # 10% held out: `steps` remain
                 f"batch_size={batch}",
                 "epochs=2",
                 f"limit_train={steps * batch}",

@@ -46,11 +46,16 @@ def test_streamed_batches_are_the_held_batches_bit_for_bit(tmp_path, world, augm
             kw = dict(train=train, augment=augment, seed=3, rank=rank, world_size=world)
             held = BatchLoader(data, 16, stream="false", **kw)
             streamed = BatchLoader(data, 16, stream="true", **kw)
+            # channels_last: the same numbers in that layout
+            held_cl = BatchLoader(data, 16, stream="false", channels_last=True, **kw)
+            streamed_cl = BatchLoader(data, 16, stream="true", channels_last=True, **kw)
             assert held.residency.held and not streamed.residency.held
             for epoch, start in ((0, 0), (1, 2)):  # and from a batch in the middle, as a resumed run starts
-                pairs = zip(held.epoch(epoch, start), streamed.epoch(epoch, start), strict=True)
-                for (xa, ya), (xb, yb) in pairs:
-                    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+                loaders = (held, streamed, held_cl, streamed_cl)
+                for (xa, ya), *others in zip(*(loader.epoch(epoch, start) for loader in loaders), strict=True):
+                    for i, (xb, yb) in enumerate(others):
+                        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+                        assert i == 0 or xb.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_a_part_of_a_memory_map_reads_nothing_until_asked(tmp_path):
