@@ -240,11 +240,7 @@ def test_nproc_starts_the_processes_through_torchrun(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_nodes_of_one_process_each_on_a_c10d_rendezvous_match_two_local_processes(two_process_run, tmp_path):
-    import socket
-
-    with socket.socket() as s:  # a free port for the rendezvous endpoint
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # for the rendezvous endpoint
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
             f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", "-m", "resnetlab", "train", *SETTINGS,
             f"out={tmp_path}", "name=nodes"]  # fmt: skip
@@ -281,3 +277,71 @@ def test_two_gpus_train_with_nccl_and_sync_bn(tmp_path):
     assert done.returncode == 0, why(done.stderr)
     summary = (tmp_path / "gpus" / "summary.json").read_text()
     assert '"processes": 2' in summary and '"device": "cuda:0"' in summary
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nodes(tmp_path: Path, port: int, *settings: str) -> list[subprocess.Popen]:
+    """Two torchrun agents of two processes each, as two machines that share no disk: each node starts in a
+    directory of its own (out= and data= relative to it) with a data cache of its own; static rendezvous, so that
+    node 0 holds processes 0 and 1."""
+    nodes = []
+    for k in (0, 1):
+        home = tmp_path / f"node{k}"
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={k}",
+                   "--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "resnetlab",
+                   "train", *settings]  # fmt: skip
+        env = {**os.environ, "RESNETLAB_DATA": str(home / "cache")}
+        nodes.append(subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True))  # fmt: skip
+    return nodes
+
+
+@pytest.mark.slow
+def test_two_nodes_that_share_no_disk_train_stop_and_resume_as_four_local_processes(tmp_path):
+    import shutil
+
+    from image_folders import colour_folder
+
+    photos = colour_folder(tmp_path / "photos", per_class=40, size=24, noise=50)
+    for home in ("ref", "node0", "node1"):
+        shutil.copytree(photos, tmp_path / home / "photos")  # each machine's own copy, at the same relative path
+    job = ["data=photos", "data.image_size=20", "model=resnet8", "epochs=4", "batch_size=16", "data.cutout=6",
+           "output.tensorboard=false", "quiet=true", "out=runs", "name=job"]  # fmt: skip
+    env = {**os.environ, "RESNETLAB_DATA": str(tmp_path / "ref" / "cache")}
+    ref = subprocess.run(torchrun(*job, nproc=4), cwd=tmp_path / "ref", env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert ref.returncode == 0, why(ref.stderr)
+
+    nodes = start_nodes(tmp_path, free_port(), *job)
+    wait_for(tmp_path / "node0" / "runs" / "job" / "metrics.csv", nodes[0], timeout=240)  # stop it in epoch 2
+    for node in nodes:
+        node.send_signal(signal.SIGTERM)
+    errors = [node.communicate(timeout=120)[1] for node in nodes]
+    assert nodes[0].returncode != 0 and "resume with: resnetlab train resume=" in errors[0], why(errors[0])
+    stopped = torch.load(tmp_path / "node0" / "runs" / "job" / "last.pt", weights_only=True)
+    stopped = (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"])
+    assert stopped[0] < 4
+    assert not (tmp_path / "node1" / "runs" / "job").exists()  # only process 0 writes run files
+    assert any((tmp_path / "node1" / "cache").rglob("*.npy"))  # node 1 cached the folder on its own disk
+
+    nodes = start_nodes(tmp_path, free_port(), "resume=runs/job", "quiet=true")  # runs/job: on node 0's disk only
+    errors = [node.communicate(timeout=300)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], why(errors[0]) + why(errors[1])
+    a, b = weights(tmp_path / "ref" / "runs" / "job"), weights(tmp_path / "node0" / "runs" / "job")
+    assert all(torch.equal(a[k], b[k]) for k in a), stopped  # over 4 processes too (trainer.py: keep_layout)
+
+    shutil.copy(photos / "c0" / "0.png", tmp_path / "node1" / "photos" / "c1" / "extra.png")  # node 1's copy differs
+    nodes = start_nodes(tmp_path, free_port(), *job[:-1], "name=other")
+    errors = [node.communicate(timeout=300)[1] for node in nodes]
+    assert all(node.returncode != 0 for node in nodes)
+    said = "resnetlab: error: process 2: its data differs from process 0's (train_digest "
+    assert said in errors[1] and "every node needs the same images at the same path" in errors[1], why(errors[1])
+    assert "process 3:" not in errors[1]  # the lowest process that met it says it, once
+    assert "resnetlab: error: process 2 could not go on (it says why)" in errors[0], why(errors[0])

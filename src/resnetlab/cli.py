@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import Fault, RunStopped, UserError, WriteFailed, resume_with
+from .errors import Fault, OneProcessError, RunStopped, UserError, WriteFailed, resume_with
 from .training.settings import keys_help
 
 
@@ -782,8 +782,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as err:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every process meets the error: one says it
-            print(f"resnetlab: error: {err}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun every process meets the error: one says it
+        if rank == "0" or isinstance(err, OneProcessError):  # or the one process that met it
+            print(f"resnetlab: error: {'' if rank == '0' else f'process {rank}: '}{err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `resnetlab models | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit flush quiet)

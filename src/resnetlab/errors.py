@@ -18,6 +18,11 @@ class ConfigError(UserError):
     """A configuration value that cannot work; the message names it and what would."""
 
 
+class OneProcessError(UserError):
+    """A user error that one process of several met where the others did not (its node's own copy of the data):
+    under torchrun it says it itself, where other user errors are said by process 0 alone."""
+
+
 class TrainingDiverged(UserError):
     """The loss stopped being a finite number; the last good checkpoint is left as it was."""
 

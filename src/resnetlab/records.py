@@ -97,10 +97,10 @@ class SplitRecord:
     def digest(self, part: str) -> str | None:
         return getattr(self, f"{part}_digest", None)
 
-    def differences(self, now: SplitRecord) -> list[str]:
-        """'key then, now' for each of SAME_FOR_RESUME that differs from `now`'s."""
+    def differences(self, now: SplitRecord, words: tuple[str, str] = ("then", "now")) -> list[str]:
+        """'key A then, B now' for each of SAME_FOR_RESUME that differs from `now`'s (`words` name the two)."""
         pairs = [(k, getattr(self, k), getattr(now, k)) for k in self.SAME_FOR_RESUME]
-        return [f"{k} {then} then, {current} now" for k, then, current in pairs if then != current]
+        return [f"{k} {a} {words[0]}, {b} {words[1]}" for k, a, b in pairs if a != b]
 
     def describe(self) -> str:
         """One line for the log: how the validation images were chosen."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, OneProcessError, UserError
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -79,22 +79,59 @@ class World:
         dist.gather_object(obj, out, dst=0)
         return out
 
-    def main_first(self, work: Callable[[], T]) -> T:
-        """work() on rank 0, then on the others: what rank 0 builds (an image-folder cache) the others reuse,
-        instead of N processes decoding the same folder at once. A UserError on rank 0 stops every rank (rank 0
-        alone says it), rather than leaving them waiting."""
+    def node_first(self, work: Callable[[], T]) -> T:
+        """work() on each node's first process (LOCAL_RANK 0), then on that node's others: what the first builds on
+        its node's disk (an image-folder cache) the others reuse, instead of every process decoding the same folder
+        at once. Nodes build at the same time, each on its own disk (a disk shared by several nodes is safe too: a
+        cache is written to temporary files and renamed into place). A UserError on a first process stops every
+        process (`raise_together`), rather than leaving the others waiting."""
         if self.size == 1:
             return work()
+        first = self.local_rank == 0
+        result = self._failing_together(work if first else None)
+        return result if first else work()  # type: ignore[return-value]
+
+    def from_main(self, work: Callable[[], T]) -> T:
+        """work() on rank 0 alone, and its result on every rank: what rank 0 reads from its own disk (the
+        checkpoint to resume from, init weights, the run a restarted job left), which another node's disk may not
+        hold. Only rank 0 writes a run's files, so its disk is the one that has them. A UserError on rank 0 stops
+        every process."""
+        if self.size == 1:
+            return work()
+        return self.broadcast(self._failing_together(work if self.is_main else None))
+
+    def together(self, work: Callable[[], T]) -> T:
+        """work() on every rank, where a UserError on one (a file missing from its node's disk) stops them all."""
+        if self.size == 1:
+            return work()
+        return self._failing_together(work)  # type: ignore[return-value]
+
+    def _failing_together(self, work: Callable[[], T] | None) -> T | None:
         result: T | None = None
         failure: UserError | None = None
-        if self.is_main:
+        if work is not None:
             try:
                 result = work()
             except UserError as err:
                 failure = err
-        if self.agree(1.0 if failure else 0.0)[0]:
-            raise failure or UserError("rank 0 could not load the data (it says why)")
-        return result if self.is_main else work()  # type: ignore[return-value]
+        self.raise_together(failure)
+        return result
+
+    def raise_together(self, failure: UserError | None) -> None:
+        """Every rank learns whether any met a UserError (`failure`, None where none), and then all raise: the
+        lowest rank that met one says it, naming itself (OneProcessError); process 0 says which process that was;
+        the others stop without a word."""
+        if self.size == 1:
+            if failure is not None:
+                raise failure
+            return
+        lowest = self.size - int(self.agree(float(self.size - self.rank) if failure is not None else 0.0)[0])
+        if lowest == self.size:
+            return
+        if self.rank == lowest:
+            assert failure is not None
+            raise failure if self.rank == 0 else OneProcessError(str(failure)) from failure
+        raise UserError(f"process {lowest} could not go on (it says why)")
 
     def leave(self, together: bool = True) -> None:
         """Destroy the process group this module created.
@@ -175,16 +212,35 @@ def mark_run(run_dir: Path) -> None:
         (run_dir / RUN_ID_FILE).write_text(f"{run_id()}\n")
 
 
-def continue_after_restart(cfg: TrainConfig) -> tuple[TrainConfig, Path | None]:
+def continue_after_restart(cfg: TrainConfig, world: World) -> tuple[TrainConfig, Path | None]:
     """After torchrun restarted the group (--max-restarts), the run its first attempt started: resumed from its
-    checkpoint, or (stopped before the first one) started again in the same directory. Else (cfg, None)."""
+    checkpoint, or (stopped before the first one) started again in the same directory. Else (cfg, None).
+
+    Only rank 0 writes a run's files, so the run is looked for on rank 0's disk and the answer sent to every rank.
+    A restart whose rendezvous put another node first (c10d orders nodes anew) finds the run on a disk that is
+    no longer rank 0's: that is refused, rather than a second run started beside it."""
     if cfg.output.resume or not under_torchrun() or restart_count() == 0 or not run_id():
         return cfg, None
-    runs = Path(cfg.output.out)
-    found = next((m.parent for m in sorted(runs.glob(f"*/{RUN_ID_FILE}")) if m.read_text().strip() == run_id()), None)
-    if found is None:
-        return cfg, None
-    if not (found / "last.pt").is_file():
+    elsewhere = world.agree(0.0 if world.is_main else float(job_run_dir(cfg) is not None))[0]
+    return world.from_main(lambda: where_to_continue(cfg, bool(elsewhere)))
+
+
+def job_run_dir(cfg: TrainConfig) -> Path | None:
+    """The run directory under out= that this torchrun job started, on this process's disk."""
+    markers = sorted(Path(cfg.output.out).glob(f"*/{RUN_ID_FILE}"))
+    return next((m.parent for m in markers if m.read_text().strip() == run_id()), None)
+
+
+def where_to_continue(cfg: TrainConfig, elsewhere: bool) -> tuple[TrainConfig, Path | None]:
+    """continue_after_restart's answer on rank 0 (`elsewhere`: another rank's disk holds the job's run)."""
+    found = job_run_dir(cfg)
+    if found is None and elsewhere:
+        raise UserError(
+            f"torchrun restarted job {run_id()}, and its run directory is on another node's disk, not on the disk of "
+            "the node that now runs process 0; give the nodes a shared out=, or start the job again with "
+            "resume=RUN on the node that holds it as --node-rank=0"
+        )
+    if found is None or not (found / "last.pt").is_file():
         return cfg, found
     cfg = copy.deepcopy(cfg)
     cfg.output.resume = str(found)

@@ -26,6 +26,7 @@ from ..data.sources import check_data_name, image_folder
 from ..models.pretrained import read_state_dict
 from ..records import WeightsMeta
 from .config import TrainConfig, get
+from .distributed import World
 from .resume import resumed_config
 from .setup import with_absolute_data_path, with_folder_shape, with_init_defaults
 
@@ -41,17 +42,16 @@ class Resolved:
     init_meta: WeightsMeta | None = None  # what resnetlab init weights say of themselves (None: foreign)
 
 
-def resolve(cfg: TrainConfig) -> Resolved:
+def resolve(cfg: TrainConfig, world: World | None = None) -> Resolved:
     """The settings a run of `cfg` uses, and why those that were left open are what they are. Reads the resumed
-    checkpoint and the init weights; writes nothing."""
-    if cfg.output.resume:
-        cfg, resumed, run_dir, changed = resumed_config(cfg)
-        resolved = Resolved(cfg, {"output.resume": f"the settings of the run in {run_dir}"}, resumed, run_dir, changed)
-    else:
-        resolved = Resolved(cfg)
-    check_data_name(resolved.cfg.data.name)  # a misspelled data= is said now, with the nearest match
-    if cfg.output.init and resolved.resumed is None:
-        resolved.init_state, resolved.init_meta = read_state_dict(cfg.output.init)
+    checkpoint and the init weights (under torchrun, on rank 0 alone: `starting_point`); writes nothing."""
+    world = world or World()
+    resolved = world.from_main(lambda: starting_point(cfg))
+    return world.together(lambda: with_data_settings(resolved))  # each node reads its own copy of the data
+
+
+def with_data_settings(resolved: Resolved) -> Resolved:
+    """`resolved` with what the init weights and the data decide: model, image size, channels, flips."""
     given, meta = resolved.cfg, resolved.init_meta
     chosen = with_init_defaults(given, meta)
     chosen, shape_line = with_folder_shape(with_absolute_data_path(chosen))
@@ -66,6 +66,20 @@ def resolve(cfg: TrainConfig) -> Resolved:
     if flips_line:
         why["data.hflip"] = flips_line
     resolved.cfg = chosen
+    return resolved
+
+
+def starting_point(cfg: TrainConfig) -> Resolved:
+    """What the run starts from, read from this process's disk: resume=RUN's checkpoint and settings, or init=
+    weights. The names are checked first: a misspelled data= is said before a missing file."""
+    if cfg.output.resume:
+        cfg, resumed, run_dir, changed = resumed_config(cfg)
+        resolved = Resolved(cfg, {"output.resume": f"the settings of the run in {run_dir}"}, resumed, run_dir, changed)
+    else:
+        resolved = Resolved(cfg)
+    check_data_name(resolved.cfg.data.name)  # a misspelled data= is said now, with the nearest match
+    if cfg.output.init and resolved.resumed is None:
+        resolved.init_state, resolved.init_meta = read_state_dict(cfg.output.init)
     return resolved
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from ..data import BatchLoader, Dataset, Splits
 from ..data.splits import SETTLE, sample
 from ..errors import UserError
-from ..records import WeightsMeta
+from ..records import SplitRecord, WeightsMeta
+from .distributed import World
 from .norm_stats import BATCHES
 from .resume import check_same_split
 from .session import Session
@@ -45,7 +46,8 @@ class RunData:
 
 def load_data(session: Session) -> RunData:
     cfg, world, device, precision = session.cfg, session.world, session.device, session.precision
-    splits = world.main_first(lambda: load_run_data(cfg))  # rank 0 builds a folder's cache, the others reuse it
+    splits = world.node_first(lambda: load_run_data(cfg))  # each node's first process builds a folder's cache
+    check_same_data(world, splits.record)
     train = splits.train
     assert train is not None
     if session.resumed is not None:
@@ -82,6 +84,22 @@ def load_data(session: Session) -> RunData:
     )
     meta = weights_meta(cfg, train, mean, std, splits.record)
     return RunData(splits, train_loader, watch_split, watch_loader, settle_loader, mean, std, meta)
+
+
+def check_same_data(world: World, record: SplitRecord) -> None:
+    """Each node reads the data from its own disk: every process must hold the images, labels and split that
+    process 0 holds (compared by the split record's digests of the file names or positions and labels)."""
+    if world.size == 1:
+        return
+    differ = world.broadcast(record).differences(record, words=("on process 0", "here"))
+    world.raise_together(
+        UserError(
+            f"its data differs from process 0's ({'; '.join(differ)}); every node needs the same images at the same "
+            "path (data=)"
+        )
+        if differ
+        else None
+    )
 
 
 def check_batches(batch_size: int, tta: str, train: Dataset, loader: BatchLoader) -> None:

@@ -42,13 +42,18 @@ def open_session(cfg: TrainConfig, leaving: contextlib.ExitStack) -> Session:
     """Validate, find what to resume, join the process group (left again by `leaving`), choose the device and
     arithmetic, seed, and read init weights. Nothing is written yet."""
     validate(cfg)
-    cfg, restarted_in = continue_after_restart(cfg)  # torchrun --max-restarts: the group restarted, find its run
-    resolved = resolve(cfg)
+    # Under torchrun the group is joined first: rank 0 reads what only its disk may hold (a run to resume, init
+    # weights) and sends it to the others, whose nodes may share no disk with it.
+    world, joined_device = join(cfg.run.backend, resolve_device(cfg.run.device))
+    leaving.push(lambda kind, _, tb: leave(world, kind, tb))
+    cfg, restarted_in = continue_after_restart(cfg, world)  # torchrun --max-restarts restarted the group: find its run
+    resolved = resolve(cfg, world)
     cfg = resolved.cfg
+    device = joined_device if world.size > 1 else resolve_device(cfg.run.device)  # a resumed run's own device
+    if world.size > 1:
+        check_joined_as_resolved(cfg, joined_device)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    world, device = join(cfg.run.backend, resolve_device(cfg.run.device))
-    leaving.push(lambda kind, _, tb: leave(world, kind, tb))
     if cfg.run.sync_bn and device.type != "cuda":
         raise UserError("run.sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
     precision = choose_precision(cfg.run.precision, cfg.run.channels_last, device)
@@ -63,6 +68,18 @@ def open_session(cfg: TrainConfig, leaving: contextlib.ExitStack) -> Session:
         cfg, world, device, precision, resolved.resumed, run_dir, restarted, resolved.changed,
         resolved.init_state, resolved.init_meta,
     )  # fmt: skip
+
+
+def check_joined_as_resolved(cfg: TrainConfig, joined: torch.device) -> None:
+    """A run resumed under torchrun joined its process group on the device the command gave; the run's own
+    settings, read from its checkpoint afterwards, must name the same kind of device."""
+    wanted = resolve_device(cfg.run.device)
+    if wanted.type != joined.type:
+        raise UserError(
+            f"the resumed run trained with run.device={cfg.run.device!r} ({wanted.type}), but this job's processes "
+            f"joined on {joined.type}; give run.device={wanted.type} with resume= (or another device, as an "
+            "arithmetic change)"
+        )
 
 
 def leave(world: World, kind: type[BaseException] | None, tb: TracebackType | None) -> None:
