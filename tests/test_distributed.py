@@ -312,7 +312,7 @@ def test_two_nodes_that_share_no_disk_train_stop_and_resume_as_four_local_proces
     photos = colour_folder(tmp_path / "photos", per_class=40, size=24, noise=50)
     for home in ("ref", "node0", "node1"):
         shutil.copytree(photos, tmp_path / home / "photos")  # each machine's own copy, at the same relative path
-    job = ["data=photos", "data.image_size=20", "model=resnet8", "epochs=4", "batch_size=16", "data.cutout=6",
+    job = ["data=photos", "data.image_size=20", "model=resnet8", "epochs=8", "batch_size=16", "data.cutout=6",
            "output.tensorboard=false", "quiet=true", "out=runs", "name=job"]  # fmt: skip
     env = {**os.environ, "RESNETLAB_DATA": str(tmp_path / "ref" / "cache")}
     ref = subprocess.run(torchrun(*job, nproc=4), cwd=tmp_path / "ref", env=env, capture_output=True, text=True,
@@ -327,7 +327,7 @@ def test_two_nodes_that_share_no_disk_train_stop_and_resume_as_four_local_proces
     assert nodes[0].returncode != 0 and "resume with: resnetlab train resume=" in errors[0], why(errors[0])
     stopped = torch.load(tmp_path / "node0" / "runs" / "job" / "last.pt", weights_only=True)
     stopped = (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"])
-    assert stopped[0] < 4
+    assert stopped[0] < 8  # epochs of about 0.3 s: 7 left when the signal is sent
     assert not (tmp_path / "node1" / "runs" / "job").exists()  # only process 0 writes run files
     assert any((tmp_path / "node1" / "cache").rglob("*.npy"))  # node 1 cached the folder on its own disk
 
