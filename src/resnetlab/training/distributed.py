@@ -189,11 +189,16 @@ def attempt_store(rank: int, size: int) -> dist.Store:
 
     torchrun's agent keeps one store across the restarts of --max-restarts, and a process group writes its
     members' addresses under the same keys every time: a restarted group read the killed attempt's addresses
-    and its gloo mesh was refused ("connectFullMesh failed ... Connection refused", issue 27 item 19)."""
+    and its gloo mesh was refused ("connectFullMesh failed ... Connection refused", issue 27 item 19). The
+    attempt is counted in the store itself: every process of every attempt adds one as it joins, so the
+    processes of one attempt share a number. torchrun's own restart count cannot serve: an agent whose workers
+    were restarted because another node's failed (a membership change) does not count that restart, and two
+    nodes then joined under different prefixes and waited for each other forever."""
     from torch.distributed.rendezvous import rendezvous
 
     store, _, _ = next(rendezvous("env://", rank=rank, world_size=size))
-    return dist.PrefixStore(f"resnetlab/attempt_{restart_count()}", store)
+    joined = store.add("resnetlab/joined", 1)  # 1..size in the first attempt, size+1..2*size in the next, ...
+    return dist.PrefixStore(f"resnetlab/attempt_{(joined - 1) // size}", store)
 
 
 def restart_count() -> int:
@@ -219,9 +224,15 @@ def continue_after_restart(cfg: TrainConfig, world: World) -> tuple[TrainConfig,
     Only rank 0 writes a run's files, so the run is looked for on rank 0's disk and the answer sent to every rank.
     A restart whose rendezvous put another node first (c10d orders nodes anew) finds the run on a disk that is
     no longer rank 0's: that is refused, rather than a second run started beside it."""
-    if cfg.output.resume or not under_torchrun() or restart_count() == 0 or not run_id():
+    if cfg.output.resume or not under_torchrun() or not run_id():
         return cfg, None
-    elsewhere = world.agree(0.0 if world.is_main else float(job_run_dir(cfg) is not None))[0]
+    # Agents count restarts apart (a node whose workers were restarted for another node's failure may count none):
+    # the group has restarted if any process says so.
+    restarted, elsewhere = world.agree(
+        float(restart_count() > 0), 0.0 if world.is_main else float(job_run_dir(cfg) is not None)
+    )
+    if not restarted:
+        return cfg, None
     return world.from_main(lambda: where_to_continue(cfg, bool(elsewhere)))
 
 

@@ -61,6 +61,11 @@ def start_or_restore(session: Session, trainer: Trainer) -> tuple[RunState, Path
             )
         if state.resolved not in ({}, resolved):
             changed["resolved"] = [state.resolved, resolved]
+        # DistributedDataParallel reduces its first step's gradients in one bucket, later steps' in buckets rebuilt
+        # in backward's order; a ring all-reduce over three or more processes sums each element in an order set by
+        # its place in the bucket, so a resumed run's first step rounds otherwise (two: a + b is b + a).
+        if world.size > 2:
+            changed["gradient sums"] = ["in DDP's rebuilt buckets", "in one bucket at the first step"]
         state.resolved = resolved
         if changed:
             state.history.append({"resumed_at_step": state.step, "changed": changed})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,16 +63,7 @@ class Trainer:
         train_model: nn.Module = self.model
         if world.size > 1:
             ids = [device.index] if device.type == "cuda" else None
-            # DDP reduces its first step's gradients as one bucket, then rebuilds the buckets in backward's order.
-            # A ring all-reduce sums each element in an order set by its offset in the bucket, so over more than
-            # two processes a resumed run's first step would sum otherwise than the uninterrupted run's did (BN
-            # biases 1e-9 apart over 4). find_unused_parameters=True keeps one layout from the first step on
-            # (what it adds: a walk over the autograd graph each step). Two processes: a + b is b + a either way.
-            keep_layout = world.size > 2
-            warnings.filterwarnings("ignore", message=".*find_unused_parameters=True was specified.*")
-            train_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=ids, find_unused_parameters=keep_layout
-            )
+            train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if cfg.run.compile:
             train_model = compiled(train_model)
         tally = StepTally(device)  # loss and accuracy summed on the device, read every log_every steps
