@@ -130,7 +130,9 @@ class World:
             return
         if self.rank == lowest:
             assert failure is not None
-            raise failure if self.rank == 0 else OneProcessError(str(failure)) from failure
+            if self.rank == 0:
+                raise failure
+            raise OneProcessError(str(failure)) from failure
         raise UserError(f"process {lowest} could not go on (it says why)")
 
     def leave(self, together: bool = True) -> None:
