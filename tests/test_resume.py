@@ -180,3 +180,15 @@ def test_resume_refuses_when_the_data_split_is_not_the_one_the_run_started_with(
     torch.save(state, run / "last.pt")
     assert main(["train", f"resume={run}"]) == 2
     assert "before resnetlab recorded its data split" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_is_refused_in_one_sentence(tmp_path, capsys):
+    from resnetlab.cli import main
+
+    settings = ["model=resnet8", "data=synthetic", "limit_train=256", "epochs=1", "quiet=true", f"out={tmp_path}",
+                "name=done", "output.tensorboard=false"]  # fmt: skip
+    assert main(["train", *settings]) == 0
+    capsys.readouterr()
+    assert main(["train", f"resume={tmp_path / 'done'}", "quiet=true"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'done'} already finished its 1 epochs; to train on, start a new run with init=" in err

@@ -89,7 +89,8 @@ class World:
             return work()
         first = self.local_rank == 0
         result = self._failing_together(work if first else None)
-        return result if first else work()  # type: ignore[return-value]
+        second = self._failing_together(None if first else work)  # the others open what their node's first built
+        return result if first else second  # type: ignore[return-value]
 
     def from_main(self, work: Callable[[], T]) -> T:
         """work() on rank 0 alone, and its result on every rank: what rank 0 reads from its own disk (the
@@ -108,19 +109,19 @@ class World:
 
     def _failing_together(self, work: Callable[[], T] | None) -> T | None:
         result: T | None = None
-        failure: UserError | None = None
+        failure: Exception | None = None
         if work is not None:
             try:
                 result = work()
-            except UserError as err:
+            except Exception as err:  # noqa: BLE001 - a full disk on one node too: the others must not wait
                 failure = err
         self.raise_together(failure)
         return result
 
-    def raise_together(self, failure: UserError | None) -> None:
-        """Every rank learns whether any met a UserError (`failure`, None where none), and then all raise: the
-        lowest rank that met one says it, naming itself (OneProcessError); process 0 says which process that was;
-        the others stop without a word."""
+    def raise_together(self, failure: Exception | None) -> None:
+        """Every rank learns whether any met an error (`failure`, None where none), and then all raise: the lowest
+        rank that met one raises it (a UserError as a OneProcessError, which that process says, naming itself);
+        process 0 says which process that was; the others stop without a word."""
         if self.size == 1:
             if failure is not None:
                 raise failure
@@ -130,7 +131,7 @@ class World:
             return
         if self.rank == lowest:
             assert failure is not None
-            if self.rank == 0:
+            if self.rank == 0 or not isinstance(failure, UserError):
                 raise failure
             raise OneProcessError(str(failure)) from failure
         raise UserError(f"process {lowest} could not go on (it says why)")
@@ -199,8 +200,10 @@ def attempt_store(rank: int, size: int) -> dist.Store:
     from torch.distributed.rendezvous import rendezvous
 
     store, _, _ = next(rendezvous("env://", rank=rank, world_size=size))
-    joined = store.add("resnetlab/joined", 1)  # 1..size in the first attempt, size+1..2*size in the next, ...
-    return dist.PrefixStore(f"resnetlab/attempt_{(joined - 1) // size}", store)
+    # 1..size in the first attempt, size+1..2*size in the next, ...; counted per group size, as an elastic job's
+    # attempts may differ in size. (A process that dies before it counts shifts the later attempts: not handled.)
+    joined = store.add(f"resnetlab/joined/{size}", 1)
+    return dist.PrefixStore(f"resnetlab/attempt_{size}_{(joined - 1) // size}", store)
 
 
 def restart_count() -> int:

@@ -54,7 +54,8 @@ def start_or_restore(session: Session, trainer: Trainer) -> tuple[RunState, Path
         state = resumed.state.for_rank(world.rank)
         trainer.restore(resumed)
         resumed.rng.restore(world, device)
-        if state.epoch >= trainer.epochs and (run_dir / "summary.json").is_file():
+        # summary.json is on process 0's disk alone when nodes share none: its answer holds for every process
+        if world.from_main(lambda: state.epoch >= trainer.epochs and (run_dir / "summary.json").is_file()):
             raise UserError(
                 f"{run_dir} already finished its {trainer.epochs} epochs; to train on, start a new run with "
                 f"init={run_dir}"
