@@ -188,6 +188,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+TUNE_KEYS = {"trials": int, "budget": str, "storage": str, "out": str, "name": str, "pruner": str, "sampler_seed": int}
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    items = list(args.settings)
+    recipe = items.pop(0) if items and "=" not in items[0] else None
+    own = key_values([i for i in items if i.split("=", 1)[0] in TUNE_KEYS], TUNE_KEYS)
+    space = {i.split("=", 1)[0].removeprefix("space."): i.split("=", 1)[1] for i in items if i.startswith("space.")}
+    overrides = [i for i in items if i.split("=", 1)[0] not in TUNE_KEYS and not i.startswith("space.")]
+    if not recipe and not overrides:
+        raise UserError("tune needs a recipe or settings, e.g. `resnetlab tune fashion_mnist_fast trials=20`")
+    budget = own.pop("budget", "")
+    result = tune(recipe, overrides, space=space, budget_s=parse_duration(budget) if budget else 0.0, **own)
+    best, test = result.best, result.test
+    print(
+        f"best: trial {best.number}, val top-1 {100 * best.value:.2f}%; test top-1 {100 * test['top1']:.2f}% "
+        "(scored once, after the search)"
+    )
+    print(f"recipe: {result.recipe}  (resnetlab train {result.recipe})")
+    print(f"report: {result.report}")
+    return 0
+
+
+def parse_duration(text: str) -> float:
+    """'60m' -> 3600.0; also '90s', '1.5h' and plain seconds ('3600')."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"budget={text!r} is not a length of time; give it as 60m, 90s, 1.5h or seconds")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     import textwrap
 
@@ -570,6 +603,19 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argumen
     ),
     "train": ("train a model (the main job)", cmd_train, TRAIN_ARGUMENTS),
     "finetune": ("train from pretrained weights: init=WEIGHTS data=FOLDER ...", cmd_train, TRAIN_ARGUMENTS),
+    "tune": (
+        "search a recipe's settings on validation (Optuna): the best as a recipe, scored once on test",
+        cmd_tune,
+        [
+            arg(
+                "settings",
+                nargs="*",
+                help="[RECIPE] trials=N budget=60m space.KEY=log:LOW:HIGH|float:LOW:HIGH|int:LOW:HIGH|choice:A,B,C "
+                "storage=URL (default: SQLite in the tune directory; journal:PATH for Optuna's journal file) "
+                "out=tunes name= pruner=median|hyperband|none sampler_seed=N, and any training key=value",
+            )
+        ],
+    ),
     "recipes": (
         "the shipped training recipes, each with its command and result",
         cmd_recipes,

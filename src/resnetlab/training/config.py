@@ -207,6 +207,10 @@ class OutputConfig:
     resume: str = setting("", "a run directory (or its last.pt) to continue exactly")
     init: str = setting("", "weights to start from (a run, a .safetensors, a torchvision/timm .pth): new optimiser")
     tensorboard: bool = setting(True, "write TensorBoard events too, when tensorboard is installed")
+    score_test: bool = setting(
+        True,
+        "score the selected weights once on the test split at the end; false: validation only (tune's trials)",
+    )
 
 
 @dataclass

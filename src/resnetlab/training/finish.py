@@ -25,7 +25,7 @@ def final_scores(run: Run) -> dict[str, dict[str, Any]]:
     weights are read by rank 0 (it wrote them) and handed to the others, so no shared file system is needed."""
     session, data, rows = run.session, run.data, run.state.rows
     cfg, world, device, precision = session.cfg, session.world, session.device, session.precision
-    final_split = data.splits.final()
+    final_split = final_split_of(run)
     if final_split is None:
         return {}
     part = data.splits.part(final_split)
@@ -45,12 +45,20 @@ def final_scores(run: Run) -> dict[str, dict[str, Any]]:
     return scores
 
 
+def final_split_of(run: Run) -> str | None:
+    """The split the selected weights are scored on at the end: test, else validation; none when scoring test
+    is off (output.score_test=false: the run reports its validation figures only)."""
+    if not run.session.cfg.output.score_test:
+        return None
+    return run.data.splits.final()
+
+
 def finish(run: Run, scores: dict[str, dict[str, Any]], wall: float) -> dict[str, Any]:
     """Plots, summary.json and the closing line (rank 0 only); returns the summary."""
     cfg, train = run.session.cfg, run.data.train
     rows, best = run.state.rows, run.state.best
     selected_epoch = best.epoch or (rows[-1]["epoch"] if rows else 0)
-    final_split = run.data.splits.final()
+    final_split = final_split_of(run)
     held_out = run.data.splits.val is not None
     how = f"epoch {selected_epoch}, selected on validation" if held_out else f"last epoch ({selected_epoch})"
     title = f"{cfg.model.name} on {train.info.name}"
@@ -127,6 +135,10 @@ def scored_summary(scores: dict[str, dict[str, Any]], final_split: str | None, c
 
 def closing_line(scores: dict[str, dict[str, Any]], final_split: str | None, how: str, wall: float, run: Run) -> str:
     chosen = scores.get("selected")
+    if chosen is None and not run.session.cfg.output.score_test:
+        best = run.state.best
+        figure = f"val top-1 {100 * best.top1:.2f}% ({how})" if run.data.splits.val is not None else how
+        return f"{figure}; test not scored (output.score_test=false)  in {wall:.0f}s  ->  {run.run_dir}"
     if chosen is None:
         return (
             f"no validation or test images: the last epoch's weights are the result  in {wall:.0f}s  ->  {run.run_dir}"

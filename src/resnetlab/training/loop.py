@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ from .signals import StopSignals
 from .start import announce, start_or_restore
 from .trainer import build_trainer
 
+EpochHook = Callable[[dict[str, Any]], None]
+
 __all__ = ["RunResult", "TrainingDiverged", "evaluate", "fit", "make_loader", "resolve_device", "resolve_precision"]
 
 
@@ -48,17 +50,20 @@ class RunResult:
     rows: list[dict[str, Any]]
 
 
-def fit(cfg: TrainConfig) -> RunResult:
+def fit(cfg: TrainConfig, on_epoch: EpochHook | None = None) -> RunResult:
     """Train as `cfg` says; returns the run directory, the summary and the per-epoch metrics.
+
+    `on_epoch(row)`, when given, sees each epoch's metrics row (the rows a resumed run had come first) after its
+    files and checkpoint are written; an exception it raises ends the run there (tune's pruner does so).
 
     Under torchrun, every process calls this: they join one process group (distributed.py), share each
     global batch and agree at every step. SIGTERM / SIGINT stop the run at the next step with a checkpoint
     written (RunStopped, see signals.py)."""
     with StopSignals() as stop, contextlib.ExitStack() as leaving:
-        return _fit(cfg, stop, leaving)
+        return _fit(cfg, stop, leaving, on_epoch or (lambda row: None))
 
 
-def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> RunResult:
+def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack, on_epoch: EpochHook) -> RunResult:
     session = open_session(cfg, leaving)  # nothing is written before the data is known to be there
     data = load_data(session)
     trainer = build_trainer(session, data)
@@ -68,10 +73,13 @@ def _fit(cfg: TrainConfig, stop: StopSignals, leaving: contextlib.ExitStack) -> 
     writer = tensorboard_writer(run_dir, session.cfg) if session.world.is_main else None
     run = Run(session, data, trainer, state, run_dir, writer, stop, wall_start=time.perf_counter() - state.wall_s)
     start_epoch, start_batch = state.epoch, state.batch_in_epoch
+    for row in list(state.rows):
+        on_epoch(row)
     with resumable(run_dir):
         for epoch in range(start_epoch, trainer.epochs):
             run.train_epoch(epoch, first=start_batch if epoch == start_epoch else 0)
             run.end_epoch(epoch)
+            on_epoch(state.rows[-1])
         scores = final_scores(run)  # every process scores its share of the final split
     if not session.world.is_main:
         return RunResult(run_dir, {}, state.rows)  # rank 0 writes the summary

@@ -43,6 +43,7 @@ DISPLAY_KEYS = (
     "output.out",
     "output.name",
     "output.resume",
+    "output.score_test",  # whether the end scores test: nothing learned depends on it
 )
 
 

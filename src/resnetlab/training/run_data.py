@@ -62,6 +62,8 @@ def load_data(session: Session) -> RunData:
     # Per-epoch figures: on validation, which selects the best epoch; with nothing held out, on test, for
     # display only (nothing is selected on it: the last epoch is the result).
     watch_split = splits.watched()
+    if watch_split == "test" and not cfg.output.score_test:  # test is off: not even watched for display
+        watch_split = None
     watch_data = splits.part(watch_split) if watch_split else None
     watch_loader = (  # each process scores every N-th image; the counts are summed (world.sum)
         make_loader(cfg, watch_data, False, device, layout, mean, std, rank, size) if watch_data is not None else None

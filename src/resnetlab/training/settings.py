@@ -58,10 +58,18 @@ SHORT_KEYS = {
 }
 
 
+SPACE_SECTION = "space"
+
+
 def unique_field(name: str) -> str | None:
     """The dotted key of a field name found in one section only ('threads' -> 'run.threads'), else None."""
     matches = [dotted for dotted in all_keys() if dotted.split(".")[1] == name]
     return matches[0] if len(matches) == 1 else None
+
+
+def dotted_key(key: str) -> str:
+    """The dotted key a short or dotted one names ('lr' -> 'optim.lr'); unknown keys come back as they are."""
+    return SHORT_KEYS.get(key) or unique_field(key) or key
 
 
 def _field_type(section: Any, name: str) -> Any:
@@ -127,7 +135,7 @@ def apply(cfg: TrainConfig, key: str, value: Any) -> None:
     """Set one dotted (or short) key, checking that it exists and that the value has the right type."""
     if not isinstance(key, str):  # YAML allows any key (`? [1, 2]`, `?` alone is a null one)
         raise ConfigError(f"config key {key!r} is not a name; keys are words such as epochs or optim.lr")
-    dotted = SHORT_KEYS.get(key) or unique_field(key) or key
+    dotted = dotted_key(key)
     if dotted.startswith("model.args."):  # free-form architecture arguments: checked when the model is built
         cfg.model.args[dotted.split(".", 2)[2]] = bounded(dotted, value)
         _given(cfg).add(dotted)
@@ -176,6 +184,8 @@ def from_dict(values: dict[str, Any], cfg: TrainConfig | None = None) -> TrainCo
     """Fill a TrainConfig from a nested mapping (a recipe or a saved config.yaml)."""
     cfg = cfg or TrainConfig()
     for section, entries in (values or {}).items():
+        if section == SPACE_SECTION:  # what `resnetlab tune` searches (tune/space.py); a run has no use for it
+            continue
         if not isinstance(section, str):
             raise ConfigError(f"config key {section!r} is not a name; keys are words such as epochs or optim.lr")
         if section not in {f.name for f in fields(TrainConfig)}:
@@ -195,20 +205,25 @@ def from_dict(values: dict[str, Any], cfg: TrainConfig | None = None) -> TrainCo
     return cfg
 
 
+def read_recipe(recipe: str | Path) -> dict[str, Any]:
+    """A recipe's sections as a mapping (a shipped name or a YAML path)."""
+    from ..recipes import recipe_path
+
+    path = recipe_path(recipe)
+    try:
+        values = yaml.safe_load(path.read_bytes()) or {}  # bytes: UTF-8, or UTF-16 by its byte-order mark
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{recipe} is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{recipe} should hold a mapping of sections (model:, data:, optim:, ...)")
+    return values
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """A recipe file (optional), then key=value overrides on top, then validation."""
     cfg = TrainConfig()
     if recipe:
-        from ..recipes import recipe_path
-
-        path = recipe_path(recipe)
-        try:
-            values = yaml.safe_load(path.read_bytes()) or {}  # bytes: UTF-8, or UTF-16 by its byte-order mark
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{recipe} is not valid YAML: {err}") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"{recipe} should hold a mapping of sections (model:, data:, optim:, ...)")
-        cfg = from_dict(values, cfg)
+        cfg = from_dict(read_recipe(recipe), cfg)
     for key, value in parse_overrides(overrides or []):
         apply(cfg, key, value)
     validate(cfg)
