@@ -72,7 +72,7 @@ def test_each_trial_is_a_run_scored_on_validation_and_only_the_best_on_test(four
     for name in ("report.md", "trials.csv", "history.png", "best.yaml"):
         assert (result.tune_dir / name).is_file(), name
     report = (result.tune_dir / "report.md").read_text()
-    assert f"**Best: trial {result.best.number}**" in report and f"{100 * result.test['top1']:.2f}%" in report
+    assert f"**Best so far: trial {result.best.number}**" in report and f"{100 * result.test['top1']:.2f}%" in report
 
 
 def test_the_best_recipe_reproduces_the_best_trial_bit_for_bit(four_trials, tmp_path):
@@ -91,42 +91,53 @@ def test_the_best_recipe_reproduces_the_best_trial_bit_for_bit(four_trials, tmp_
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
 
-def test_a_continued_tune_runs_only_the_missing_trials_and_scores_no_second_test(four_trials):
+def test_a_continued_tune_runs_only_the_missing_trials_and_scores_no_second_test(four_trials, monkeypatch):
     result, study = four_trials
+
+    def no_second_score(*args, **kwargs):
+        raise AssertionError("the test split was scored a second time")
+
+    monkeypatch.setattr("resnetlab.inference.evaluate", no_second_score)
     again = tune(None, TINY, space=SPACE, trials=4, out=str(result.tune_dir.parent), name="t", sampler_seed=0)
     assert len(load_study(result.tune_dir).get_trials()) == 4
     assert again.best.number == result.best.number and again.test == result.test
 
 
 def test_two_processes_started_together_share_one_study(tmp_path):
-    command = [sys.executable, "-m", "resnetlab", "tune", *TINY, "epochs=3", "trials=4", f"out={tmp_path}", "name=t"]
-    command += [f"space.{k}={v}" for k, v in SPACE.items()]
+    command = [sys.executable, "-m", "resnetlab", "tune", *TINY, "epochs=3", "limit_train=512", "trials=4"]
+    command += [f"out={tmp_path}", "name=t", *[f"space.{k}={v}" for k, v in SPACE.items()]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    trials = load_study(tmp_path / "t").get_trials()
-    assert len(trials) == 4 and len({t.number for t in trials}) == 4
+    study = load_study(tmp_path / "t")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials].count("WAITING") == 0 and len(trials) == 4, outputs  # no fifth trial
     assert len({str(t.params) for t in trials}) == 4  # each process draws its own values
     runners = [t.user_attrs["owner"]["pid"] for t in trials]
     assert set(runners) == {p.pid for p in procs}, outputs  # each process ran at least one of them
-    assert len({t.user_attrs["run_dir"] for t in trials}) == 4
+    assert len(study.user_attrs["test_scored"]) == 1  # scored once, by whichever process ended when none ran
 
 
-def test_a_tune_killed_mid_trial_resumes_that_trial_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_tune_stopped_mid_trial_resumes_that_trial_from_its_checkpoint(tmp_path, signum):
     command = [sys.executable, "-m", "resnetlab", "tune", *TINY, "epochs=6", "limit_train=512", "trials=1"]
     command += [f"out={tmp_path}", "name=t", "pruner=none", "space.lr=log:0.05:0.1"]
-    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopped = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoint = tmp_path / "t" / "trials" / "trial-000" / "last.pt"
     deadline = time.monotonic() + 120
-    while not checkpoint.is_file() and killed.poll() is None and time.monotonic() < deadline:
+    while not checkpoint.is_file() and stopped.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)  # no chance to say anything: the trial stays "running" in the study
-    killed.wait()
+    stopped.send_signal(signum)  # SIGKILL: no chance to say anything, the trial stays "running" in the study
+    said = stopped.communicate(timeout=120)[1]
     assert checkpoint.is_file()
+    if signum == signal.SIGTERM:
+        assert stopped.returncode == 128 + signum and "give the same tune command again" in said, said
+        assert "Traceback" not in said
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert "trial 0 was running in a process that is gone" in resumed.stderr
+    gone = "trial 0 was running in a process that is gone: queued to run again" in resumed.stderr
+    assert gone == (signum == signal.SIGKILL), resumed.stderr  # a stopped trial queued its retry itself
     assert "resumes trial 0's run from its checkpoint" in resumed.stderr
     trials = load_study(tmp_path / "t").get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
@@ -192,6 +203,9 @@ def test_durations_read_as_people_write_them():
         ([*TINY, "trials=2", "val_fraction=0"], "validation only"),
         ([*TINY, "trials=2", "nproc=2"], "its own process"),
         ([*TINY, "trials=2", "pruner=sometimes"], "pruner='sometimes'"),
+        ([*TINY, "trials=2", "space.lr"], "'space.lr' is not key=value"),
+        ([*TINY, "trials=2", "space.val_fraction=float:0.1:0.2"], "space.data.val_fraction cannot be searched"),
+        ([*TINY, "trials=2", "storage=nosuch://x"], "storage=nosuch://x could not be opened"),
         ([*TINY, "trials=2", "space.lr=log:0:1"], "above 0"),
         ([*TINY, "budget=soon"], "budget='soon'"),
     ],
@@ -206,3 +220,27 @@ def test_a_study_of_other_settings_is_refused(four_trials):
     result, _ = four_trials
     with pytest.raises(UserError, match="searches other settings"):
         tune(None, [*TINY, "epochs=3"], space=SPACE, trials=4, out=str(result.tune_dir.parent), name="t")
+
+
+def test_a_budget_stops_before_a_trial_that_would_not_fit(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="resnetlab"):
+        result = tune(None, TINY, space=SPACE, budget_s=0.5, out=str(tmp_path), name="t")
+    assert len(load_study(result.tune_dir).get_trials()) == 1  # the first trial always starts
+    assert "no more trials" in caplog.text and "budget:" in caplog.text
+
+
+def test_trials_that_diverge_fail_count_and_the_search_goes_on(tmp_path, capsys):
+    assert main(["tune", *TINY, "trials=2", "space.lr=choice:1e9", f"out={tmp_path}", "name=t"]) == 2
+    assert "no trial of" in capsys.readouterr().err  # every trial diverged: nothing to score, said in one line
+    trials = load_study(tmp_path / "t").get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert all("the training loss became nan" in t.user_attrs["error"] for t in trials)
+
+
+def test_auto_prunes_nothing_when_the_schedule_length_is_searched():
+    from resnetlab.tune.search import pruner
+
+    base = load_config(None, TINY)
+    chosen, why = pruner("auto", parse_space({"epochs": "int:2:4"}, base))
+    assert isinstance(chosen, optuna.pruners.NopPruner) and "schedule.epochs is searched" in why
+    assert isinstance(pruner("auto", parse_space(SPACE, base))[0], optuna.pruners.MedianPruner)

@@ -196,6 +196,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     items = list(args.settings)
     recipe = items.pop(0) if items and "=" not in items[0] else None
+    bare = next((i for i in items if "=" not in i), None)
+    if bare is not None:
+        raise UserError(f"{bare!r} is not key=value; for example trials=20, budget=60m or space.lr=log:0.01:1")
     own = key_values([i for i in items if i.split("=", 1)[0] in TUNE_KEYS], TUNE_KEYS)
     space = {i.split("=", 1)[0].removeprefix("space."): i.split("=", 1)[1] for i in items if i.startswith("space.")}
     overrides = [i for i in items if i.split("=", 1)[0] not in TUNE_KEYS and not i.startswith("space.")]
@@ -204,11 +207,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     budget = own.pop("budget", "")
     result = tune(recipe, overrides, space=space, budget_s=parse_duration(budget) if budget else 0.0, **own)
     best, test = result.best, result.test
-    print(
-        f"best: trial {best.number}, val top-1 {100 * best.value:.2f}%; test top-1 {100 * test['top1']:.2f}% "
-        "(scored once, after the search)"
+    scored = (
+        f"test top-1 {100 * test['top1']:.2f}% (scored once, after the search)"
+        if test is not None
+        else f"{result.unfinished} trials still run elsewhere: the last to finish scores test"
+        if result.unfinished
+        else "no test split in this data"
     )
-    print(f"recipe: {result.recipe}  (resnetlab train {result.recipe})")
+    print(f"best: trial {best.number}, val top-1 {100 * best.value:.2f}%; {scored}")
+    if result.recipe is not None:
+        print(f"recipe: {result.recipe}  (resnetlab train {result.recipe})")
     print(f"report: {result.report}")
     return 0
 
@@ -612,7 +620,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[Argumen
                 nargs="*",
                 help="[RECIPE] trials=N budget=60m space.KEY=log:LOW:HIGH|float:LOW:HIGH|int:LOW:HIGH|choice:A,B,C "
                 "storage=URL (default: SQLite in the tune directory; journal:PATH for Optuna's journal file) "
-                "out=tunes name= pruner=median|hyperband|none sampler_seed=N, and any training key=value",
+                "out=tunes name= pruner=auto|median|hyperband|none sampler_seed=N, and any training key=value",
             )
         ],
     ),

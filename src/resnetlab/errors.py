@@ -58,12 +58,12 @@ def resume_with(run_dir: Path | str) -> str:
 class RunStopped(Exception):
     """A run stopped on request with its checkpoint written; `exit_code` is 128 + the signal number."""
 
-    def __init__(self, signum: int, run_dir: Path | None, where: str) -> None:
-        self.signum, self.run_dir = signum, run_dir
+    def __init__(self, signum: int, run_dir: Path | None, where: str, next_step: str = "") -> None:
+        self.signum, self.run_dir, self.where = signum, run_dir, where
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
-        resume = f"; {resume_with(run_dir)}" if run_dir else ""
-        super().__init__(f"stopped by {name} at {where}, checkpoint written{resume}")
+        next_step = next_step or (resume_with(run_dir) if run_dir else "")
+        super().__init__(f"stopped by {name} at {where}, checkpoint written{'; ' if next_step else ''}{next_step}")
 
 
 class Fault(Exception):

@@ -28,13 +28,13 @@ def tune(recipe: str | Path | None, overrides: list[str] | None = None, **option
         raise UserError("tune needs Optuna: pip install 'resnetlab[tune]' (or pip install optuna)") from None
     from ..training.settings import load_config
     from .ending import end
-    from .search import TuneSettings, open_search, search
+    from .search import TuneSettings, open_search, run_trials
     from .space import recipe_space
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # resnetlab says what happens, one line per trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # resnetlab says what happens, one line per trial
     recipe_name = str(recipe) if recipe else None
     settings = TuneSettings(recipe_name, list(overrides or []), **options)
     base = load_config(recipe_name, settings.overrides)
     opened = open_search(settings, base, recipe_space(recipe_name))
-    search(opened)
+    run_trials(opened)
     return end(opened)

@@ -20,7 +20,7 @@ from ..files import atomic_write
 from ..training.device import cpu_description
 from ..training.report import _pyplot, write_json
 from .search import Search
-from .study import claim_lock
+from .study import claim_lock, counted, fail_gone_trials
 
 PRECISION_SETTING = {"fp32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # summary's name -> run.precision
 
@@ -28,42 +28,53 @@ PRECISION_SETTING = {"fp32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # s
 @dataclass
 class TuneResult:
     tune_dir: Path
-    best: FrozenTrial
-    test: dict[str, Any]  # the best trial's test figures, scored once
-    recipe: Path  # best.yaml
+    best: FrozenTrial  # the best finished trial so far, by validation top-1 (the earlier one of equals)
+    test: dict[str, Any] | None  # its test figures, scored once; None while trials still run, or with no test split
+    recipe: Path | None  # best.yaml, once no trial runs any more
     report: Path  # report.md
+    unfinished: int  # trials still running or queued (in other processes)
 
 
 def end(search: Search) -> TuneResult:
-    """Score, write and report, one process at a time (each process that finishes brings them up to date)."""
+    """Report; and once no trial runs or waits, score the best on test and write its recipe. One process at a
+    time; the last process of a search to finish is the one that scores."""
     with claim_lock(search.tune_dir):
         study = search.study
-        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        fail_gone_trials(study, search.storage)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
             raise UserError(
                 f"no trial of {search.tune_dir} has finished (pruned, failed or still running); give more "
                 "trials= or a longer budget="
             )
-        best = study.best_trial
-        test = score_test_once(study, best)
-        recipe = write_best_recipe(search, best, test)
-        report = write_report(search, best, test)
-    return TuneResult(search.tune_dir, best, test, recipe, report)
+        best = max(complete, key=lambda t: (t.value, -t.number))  # equal figures: the earlier trial
+        unfinished = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+        test, recipe = None, None
+        if not unfinished:
+            test = score_test_once(study, best)
+            recipe = write_best_recipe(search, best, test)
+        report = write_report(search, best, test, unfinished)
+    return TuneResult(search.tune_dir, best, test, recipe, report, unfinished)
 
 
-def score_test_once(study: optuna.Study, best: FrozenTrial) -> dict[str, Any]:
+def score_test_once(study: optuna.Study, best: FrozenTrial) -> dict[str, Any] | None:
     """The best trial's selected weights on test: scored the first time a trial is the best, then read back
-    from the study (so a continued tune never scores one trial twice, and no other trial is ever scored)."""
+    from the study (so a continued tune never scores one trial twice, and no other trial is ever scored unless
+    more trials make another the best). None where the data has no test split."""
     scored = study.user_attrs.get("test_scored", {})
     if str(best.number) in scored:
         return scored[str(best.number)]
-    from ..inference import evaluate
-
     run_dir = Path(best.user_attrs["run_dir"])
-    precision = PRECISION_SETTING.get(best.user_attrs.get("precision", "fp32"), "auto")
-    figures = evaluate(run_dir, split="test", precision=precision)
-    test = {"top1": figures["top1"], "top5": figures["top5"], "loss": figures["loss"], "split": figures["dataset"]}
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
+    if not (summary.get("split") or {}).get("test_count"):
+        return None
+    from ..inference import evaluate
+
+    precision = PRECISION_SETTING.get(best.user_attrs.get("precision", "fp32"), "auto")
+    batch_size = yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]["batch_size"]  # as train scores
+    figures = evaluate(run_dir, split="test", precision=precision, batch_size=batch_size)
+    test = {"top1": figures["top1"], "top5": figures["top5"], "loss": figures["loss"]}
     summary |= {
         "test_top1": figures["top1"],
         "test_top5": figures["top5"],
@@ -91,19 +102,23 @@ def best_settings(best: FrozenTrial) -> dict[str, Any]:
     return {section: values for section, values in settings.items() if values}
 
 
-def write_best_recipe(search: Search, best: FrozenTrial, test: dict[str, Any]) -> Path:
+def write_best_recipe(search: Search, best: FrozenTrial, test: dict[str, Any] | None) -> Path:
     """best.yaml: a recipe like the shipped ones (title, Command:, Result:), then the settings."""
     path = search.tune_dir / "best.yaml"
     run_dir = Path(best.user_attrs["run_dir"])
     summary = json.loads((run_dir / "summary.json").read_text())
-    tried = len([t for t in search.study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
+    split_seed = (summary.get("split") or {}).get("seed", 0)
+    scored = (
+        f"{100 * test['top1']:.2f}% test top-1, scored once, after the search, and used for nothing"
+        if test is not None
+        else "this data has no test split, so the validation figure that chose it is the only one"
+    )
     header = [
-        f"# The best of {tried} trials of `resnetlab tune` (trial {best.number}, selected on validation top-1).",
+        f"# The best of {counted(search.study)} trials of `resnetlab tune` (trial {best.number}, by validation top-1).",
         f"# Command: resnetlab train {path}",
-        f"# Result: {100 * best.value:.2f}% validation top-1 (epoch {summary['best_epoch']}, seed "
-        f"{summary['seed']}, split seed {summary['split']['seed'] if summary.get('split') else 0}); "
-        f"{100 * test['top1']:.2f}% test top-1,",
-        "#   scored once, after the search, and used for nothing; on " + cpu_description() + ".",
+        f"# Result: {100 * best.value:.2f}% validation top-1 (epoch {summary['best_epoch']}, seed {summary['seed']}, "
+        f"split seed {split_seed});",
+        f"#   {scored}; on {cpu_description()}.",
         f"# Its run: {run_dir}. Threads, precision and layout are pinned to the trial's: on this machine `train`",
         "#   reproduces the trial's weights bit for bit.",
     ]
@@ -112,7 +127,7 @@ def write_best_recipe(search: Search, best: FrozenTrial, test: dict[str, Any]) -
     return path
 
 
-def write_report(search: Search, best: FrozenTrial, test: dict[str, Any]) -> Path:
+def write_report(search: Search, best: FrozenTrial, test: dict[str, Any] | None, unfinished: int) -> Path:
     """report.md, trials.csv, history.png and importance.png in the tune directory."""
     tune_dir, study = search.tune_dir, search.study
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
@@ -124,6 +139,18 @@ def write_report(search: Search, best: FrozenTrial, test: dict[str, Any]) -> Pat
     states = {s: sum(t.state == s for t in trials) for s in TrialState}
     counts = ", ".join(f"{n} {s.name.lower()}" for s, n in states.items() if n)
     space = "; ".join(f"`{d.key}={d.spec}`" for d in search.plan.space)
+    if unfinished:
+        outcome = (
+            f"{unfinished} trials still run or wait in other processes: the last of them to finish scores the best "
+            "trial on test and writes `best.yaml`; nothing has been scored on test yet."
+        )
+    elif test is None:
+        outcome = "This data has no test split: the validation figure that chose the trial is the only one."
+    else:
+        outcome = (
+            f"Its selected weights scored once on test, after the search: **test top-1 {100 * test['top1']:.2f}%** "
+            f"(top-5 {100 * test['top5']:.2f}%). Its recipe: `best.yaml` (`resnetlab train {tune_dir / 'best.yaml'}`)."
+        )
     lines = [
         f"# Tune: {tune_dir.name}",
         "",
@@ -132,9 +159,7 @@ def write_report(search: Search, best: FrozenTrial, test: dict[str, Any]) -> Pat
         f"- Trials: {len(trials)} ({counts}); pruner: {search.settings.pruner}; each scored on validation only",
         f"- Machine: {cpu_description()}",
         "",
-        f"**Best: trial {best.number}**, validation top-1 {100 * best.value:.2f}%; its selected weights scored once "
-        f"on test, after the search: **test top-1 {100 * test['top1']:.2f}%** (top-5 {100 * test['top5']:.2f}%). "
-        f"Its recipe: `best.yaml` (`resnetlab train {tune_dir / 'best.yaml'}`).",
+        f"**Best so far: trial {best.number}**, validation top-1 {100 * best.value:.2f}%. {outcome}",
         "",
         table,
         *[f"![{name}]({name}.png)" if ok else f"({name}: {why})" for name, (ok, why) in plots.items()],

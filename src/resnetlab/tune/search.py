@@ -13,11 +13,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, RunStopped, TrainingDiverged
 from ..training.config import TrainConfig
 from .space import Dimension, default_space, parse_space
-from .study import DONE, claim_lock, counted, fail_gone_trials, open_storage, open_study, queue_retries
-from .trial import TrialPlan, run_trial
+from .study import DONE, claim_lock, counted, fail_gone_trials, open_storage, open_study
+from .trial import ImpossibleValues, TrialPlan, run_trial
 
 log = logging.getLogger("resnetlab")
 
@@ -32,7 +32,7 @@ class TuneSettings:
     storage: str = ""  # '' : SQLite in the tune directory
     out: str = "tunes"
     name: str = ""
-    pruner: str = "median"
+    pruner: str = "auto"
     sampler_seed: int | None = None
 
 
@@ -46,7 +46,7 @@ class Search:
     started: float  # perf_counter() at this process's start
 
 
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("auto", "median", "hyperband", "none")
 
 
 def open_search(settings: TuneSettings, base: TrainConfig, recipe_space: dict[str, Any]) -> Search:
@@ -60,14 +60,20 @@ def open_search(settings: TuneSettings, base: TrainConfig, recipe_space: dict[st
     space = parse_space(specs, base) if specs else default_space(base)
     tune_dir = Path(settings.out) / (settings.name or tune_name(settings.recipe, base))
     (tune_dir / "trials").mkdir(parents=True, exist_ok=True)
-    storage = open_storage(settings.storage, tune_dir)
     recorded = {
         "recipe": settings.recipe or "",
         "overrides": sorted(settings.overrides),
         "space": {d.key: d.spec for d in space},
     }
-    study = open_study(storage, recorded, sampler(settings.sampler_seed), pruner(settings.pruner))
     plan = TrialPlan(base, space, tune_dir / "trials", say=lambda line: log.info("tune: %s", line))
+    chosen_pruner, why = pruner(settings.pruner, space)
+    if why:
+        plan.say(why)
+    with claim_lock(tune_dir):  # two processes starting at once: one creates the database, the other opens it
+        storage = open_storage(settings.storage, tune_dir)
+        study = open_study(storage, recorded, optuna.samplers.TPESampler(), chosen_pruner)
+        # A seeded search draws on from where the study is: a continued tune does not repeat its first values.
+        study.sampler = sampler(settings.sampler_seed, len(study.get_trials(deepcopy=False)))
     return Search(settings, tune_dir, plan, study, storage, time.perf_counter())
 
 
@@ -92,36 +98,55 @@ def tune_name(recipe: str | None, base: TrainConfig) -> str:
     return Path(recipe).stem if recipe else f"{base.model.name or 'resnet20'}-{Path(base.data.name).name}"
 
 
-def sampler(seed: int | None) -> optuna.samplers.BaseSampler:
+def sampler(seed: int | None, trials_so_far: int) -> optuna.samplers.BaseSampler:
     """TPE. Without a seed each process draws its own start (two processes seeded alike would try the same
-    values); with one, a single-process search is repeatable."""
-    return optuna.samplers.TPESampler(seed=seed)
+    values); with one, a single-process search is repeatable. With several processes each assumes the running
+    trials' results are poor (constant liar), so that they do not all try the same promising point."""
+    return optuna.samplers.TPESampler(seed=None if seed is None else seed + trials_so_far, constant_liar=True)
 
 
-def pruner(name: str) -> optuna.pruners.BasePruner:
-    """Median: stop a trial whose validation top-1 after an epoch is below the median of earlier trials at that
-    epoch (once 3 trials have finished, from epoch 2); Hyperband: successive halving over budgets of epochs."""
+def pruner(name: str, space: list[Dimension]) -> tuple[optuna.pruners.BasePruner, str]:
+    """The pruner, and a line saying why when "auto" chose none.
+
+    median: stop a trial whose best validation top-1 so far is below the median of the finished trials' at
+    the same epoch, from epoch 2 on and once 3 trials have finished. hyperband: successive halving over
+    budgets of epochs. Both compare trials at equal epochs, which is fair only when every trial has the same
+    schedule: with schedule.epochs in the space, "auto" prunes nothing."""
+    if name == "auto":
+        if any(d.key == "schedule.epochs" for d in space):
+            why = (
+                "pruner: none (schedule.epochs is searched: trials of other lengths cannot be compared epoch by epoch)"
+            )
+            return optuna.pruners.NopPruner(), why
+        name = "median"
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1)
+        return optuna.pruners.HyperbandPruner(min_resource=1), ""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)  # step = epoch, from 1
-    return optuna.pruners.NopPruner()
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2), ""  # steps are epochs, from 1
+    return optuna.pruners.NopPruner(), ""
 
 
-def search(search: Search) -> int:
+def run_trials(search: Search) -> int:
     """Run trials until the study holds `trials` or the budget cannot fit one more; returns how many this
     process ran."""
     ran = 0
     while True:
         with claim_lock(search.tune_dir) as lock:
             for trial in fail_gone_trials(search.study, search.storage):
-                search.plan.say(f"trial {trial.number} was running in a process that is gone: it will be retried")
-            for trial in queue_retries(search.study):
-                search.plan.say(f"trial {trial.number} was interrupted: queued to run again")
+                search.plan.say(f"trial {trial.number} was running in a process that is gone: queued to run again")
             if not room_for_another(search):
                 return ran
             # The trial is created inside optimize; run_trial lets the lock go once it exists.
-            search.study.optimize(lambda t: run_trial(t, search.plan, lock), n_trials=1, catch=(TrainingDiverged,))
+            try:
+                search.study.optimize(
+                    lambda t: run_trial(t, search.plan, lock),
+                    n_trials=1,
+                    catch=(TrainingDiverged, ImpossibleValues),
+                    gc_after_trial=True,
+                )
+            except RunStopped as stopped:  # SIGTERM / Ctrl-C: the trial is resumed when the tune goes on
+                go_on = "give the same tune command again to go on: the trial resumes from its checkpoint"
+                raise RunStopped(stopped.signum, stopped.run_dir, stopped.where, go_on) from None
         ran += 1
 
 
@@ -147,9 +172,9 @@ def room_for_another(search: Search) -> bool:
 def seconds_per_epoch(study: optuna.Study) -> float:
     """Wall seconds per epoch of the finished trials (start-up and evaluation included), 0 before any."""
     timed = [
-        (t.user_attrs["seconds"], len(t.intermediate_values))
+        (t.user_attrs["seconds"], t.user_attrs["epochs_trained"])
         for t in study.get_trials(deepcopy=False, states=DONE)
-        if "seconds" in t.user_attrs and t.intermediate_values
+        if t.user_attrs.get("epochs_trained")
     ]
     epochs = sum(n for _, n in timed)
     return sum(s for s, _ in timed) / epochs if epochs else 0.0

@@ -6,7 +6,8 @@
     space.data.crop_padding=choice:0,2,4    one of these values (each read as YAML: numbers, words, true/false)
 
 Keys are training keys, short or dotted; a recipe may declare the same in a `space:` section (key: spec). Every
-bound and choice is checked as a setting before the first trial, so a space cannot fail half-way through.
+bound and choice is checked as a setting before the first trial (values possible apart but not together fail
+their trial, and the search goes on).
 Without a space, `default_space` derives one from the recipe's own values.
 """
 
@@ -92,9 +93,19 @@ def _scalar(text: str) -> Any:
     return "" if value is None else value
 
 
+# Settings a search must hold still: the validation images (trials are compared on them), and where a run goes.
+HELD_STILL = ("data.name", "data.path", "data.val_fraction", "data.split_seed", "data.limit_val", "run.nproc")
+
+
 def parse_space(specs: dict[str, Any], base: TrainConfig) -> list[Dimension]:
     """Each key's dimension, every bound and choice checked as a setting of `base` (the recipe with overrides)."""
     space = [parse_dimension(key, spec) for key, spec in specs.items()]
+    for dimension in space:
+        if dimension.key in HELD_STILL or dimension.key.startswith("output."):
+            raise ConfigError(
+                f"space.{dimension.key} cannot be searched: trials are compared on the same validation images, "
+                "each in its own run directory; give it as a plain setting (key=value) instead"
+            )
     keys = [d.key for d in space]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:

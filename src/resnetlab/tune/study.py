@@ -8,9 +8,10 @@
   waiting, and starts one only while fewer than `trials` are; so two processes on one machine never run more
   trials between them than asked. (Processes on other machines share the study but not the lock: each may start
   one trial more than asked, when they claim at the same moment.)
-- Trials that were interrupted (a stopped or killed process) are retried once their process is known to be gone:
-  at once on this machine (its process id is no longer alive), after Optuna's heartbeat grace period on another
-  (database storages only). The retry resumes the trial's run from its checkpoint, or reruns it.
+- A trial that was interrupted is retried once: when a signal stopped it, at once (its process queues the
+  retry); when its process died, as soon as another process claims a trial: on this machine by its process
+  id, on another through Optuna's heartbeat (a shared database; with a journal file, only on its own machine).
+  The retry resumes the trial's run from its checkpoint, or reruns it where it left none.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import socket
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +32,40 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import UserError
 
 STUDY_NAME = "resnetlab"
-HEARTBEAT_S = 30  # a running trial's process writes a heartbeat this often (database storages)
+HEARTBEAT_S = 30  # a running trial's process writes a heartbeat this often (shared databases)
 GRACE_S = 120  # and is taken for dead when none came for this long
-MAX_ATTEMPTS = 3  # a trial interrupted this many times is not retried again
+MAX_ATTEMPTS = 3  # a trial whose process died this many times is not retried again
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED = (*DONE, TrialState.RUNNING, TrialState.WAITING)
 
 
 def open_storage(url: str, tune_dir: Path) -> Any:
-    """An Optuna storage for `url` ('' : SQLite in the tune directory; 'journal:PATH'; a database URL)."""
+    """An Optuna storage for `url` ('' : SQLite in the tune directory; 'journal:PATH'; a database URL).
+
+    A database other than SQLite may be shared by machines: there a trial's process writes a heartbeat, and one
+    silent for GRACE_S is taken for dead (and retried). On one machine (SQLite, a journal file) a trial's runner
+    is known by its process: no heartbeat, so a process that is merely slow (stopped, suspended) is never
+    mistaken for a dead one."""
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(str(Path(url.removeprefix("journal:")).expanduser())))
+        path = Path(url.removeprefix("journal:")).expanduser()
+        if not path.parent.is_dir():
+            raise UserError(f"storage={url}: the folder {path.parent} does not exist; give a journal file in one")
+        return JournalStorage(JournalFileBackend(str(path)))
     url = url or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
+    local = url.startswith("sqlite")
     # SQLite lets one writer in at a time; a process waits up to a minute for its turn instead of failing.
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    options: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if local else {
+        "heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S, "heartbeat_stale_trial_callback": queue_retry,
+    }  # fmt: skip
+    from sqlalchemy.exc import SQLAlchemyError
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's options
         try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-            )
-        except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as err:
+            return optuna.storages.RDBStorage(url, **options)
+        except (ImportError, ValueError, SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
             raise UserError(
                 f"storage={url} could not be opened ({str(err).splitlines()[0]}); give a database URL such as "
                 "sqlite:///tune.db, or journal:PATH for Optuna's journal file"
@@ -73,10 +86,10 @@ def open_study(storage: Any, settings: dict[str, Any], sampler: Any, pruner: Any
     if recorded is None:
         study.set_user_attr("settings", settings)
     elif recorded != settings:
-        differ = [k for k in settings if settings.get(k) != recorded.get(k)]
+        key = next(k for k in sorted(set(settings) | set(recorded)) if settings.get(k) != recorded.get(k))
         raise UserError(
-            f"this tune's study searches other settings ({', '.join(differ)}: {recorded[differ[0]]!r} there, "
-            f"{settings[differ[0]]!r} now); give the same command to continue it, or name= for a new tune"
+            f"this tune's study searches other settings ({key}: {recorded.get(key)!r} there, {settings.get(key)!r} "
+            "now); give the same command to continue it, or name= for a new tune"
         )
     return study
 
@@ -110,62 +123,80 @@ class Lock:
 
 
 def owner() -> dict[str, Any]:
-    """Who runs a trial: recorded on it, so that another process can tell when its runner is gone."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """Who runs a trial, recorded on it before the claim is let go: the machine, the process and when that
+    process started (a process id alone may be reused)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start(os.getpid())}
 
 
-def fail_gone_trials(study: optuna.Study, storage: Any) -> list[FrozenTrial]:
-    """Mark running trials whose process is gone as failed: this machine's at once (their process id is not
-    alive), other machines' after the heartbeat's grace period. Returns those marked here."""
-    if isinstance(storage, optuna.storages.RDBStorage):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-    here, gone = socket.gethostname(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        runner = trial.user_attrs.get("owner", {})
-        if runner.get("host") == here and not alive(int(runner.get("pid", 0))):
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            gone.append(trial)
-    return gone
+def process_start(pid: int) -> str:
+    """When process `pid` started, in clock ticks since boot, with the boot's id ('' where /proc is absent)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        return ""
+    return f"{boot}:{fields[19]}"  # field 22 of stat: the start time; fields[0] here is field 3
 
 
-def alive(pid: int) -> bool:
+def runner_gone(runner: dict[str, Any]) -> bool:
+    """Whether the process recorded as a trial's runner on this machine no longer runs it: no such process,
+    or another process under its id."""
+    pid = int(runner.get("pid", 0))
     if pid <= 0:
-        return False
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process of that id: alive
         return True
-    return True
+    except PermissionError:  # another user's process under that id
+        return True
+    return bool(runner.get("started")) and process_start(pid) != runner["started"]
 
 
-def interrupted(trial: FrozenTrial) -> bool:
-    """A failed trial that was stopped or killed (not one whose settings failed: those fail again)."""
-    return trial.state == TrialState.FAIL and "error" not in trial.user_attrs
+def fail_gone_trials(study: optuna.Study, storage: Any) -> list[FrozenTrial]:
+    """Under the claim lock: mark this machine's running trials whose process is gone as failed and queue their
+    retries; and any trial that still has no runner a minute after its creation (its process died before it
+    recorded itself, which takes milliseconds). Other machines' trials are left
+    to the heartbeat (shared databases). Returns the trials marked here."""
+    here, gone = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        runner = trial.user_attrs.get("owner")
+        if runner is None:  # recorded within milliseconds of the trial's creation, unless its process died
+            orphan = trial.datetime_start is not None and (datetime.now() - trial.datetime_start).total_seconds() > 60
+            if not orphan:
+                continue
+        elif runner.get("host") != here or not runner_gone(runner):
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                gone.append(trial)
+                queue_retry(study, trial)
+        except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile (told by its own process)
+            pass
+    return gone
 
 
-def queue_retries(study: optuna.Study) -> list[FrozenTrial]:
-    """Queue a retry (the same values, the same run directory) of every interrupted trial not retried yet."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    queued = []
-    for trial in trials:
-        attempt = trial.user_attrs.get("attempt", 1)
-        if interrupted(trial) and trial.number not in retried and attempt < MAX_ATTEMPTS and trial.params:
-            carried = {"retry_of": trial.number, "attempt": attempt + 1, "run_dir": trial.user_attrs.get("run_dir")}
-            study.enqueue_trial(trial.params, user_attrs=carried, skip_if_exists=False)
-            queued.append(trial)
-    return queued
+def queue_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, stopped: bool = False) -> None:
+    """Queue a retry of an interrupted trial: the same values, the same run directory (resumed from its
+    checkpoint where it has one). Called once per interruption, by the process that saw it: the trial's own
+    (stopped by a signal), or the one that marked it failed. A trial whose process died MAX_ATTEMPTS times is
+    not retried again (a stop on request does not count)."""
+    deaths = trial.user_attrs.get("deaths", 0) + (0 if stopped else 1)
+    if deaths >= MAX_ATTEMPTS or not trial.params:
+        return
+    carried = {"retry_of": trial.number, "deaths": deaths, "run_dir": trial.user_attrs.get("run_dir")}
+    study.enqueue_trial(trial.params, user_attrs=carried, skip_if_exists=False)
+
+
+def retried(study: optuna.Study) -> set[int]:
+    return {t.user_attrs["retry_of"] for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
 
 
 def counted(study: optuna.Study) -> int:
-    """Trials that count towards trials=N: done, running, waiting, or failed for good (settings that cannot
-    train, such as a learning rate that diverges). An interrupted trial counts through its retry."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state in COUNTED or failed_for_good(t))
-
-
-def failed_for_good(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and not interrupted(trial)
+    """Trials that count towards trials=N: done, running, waiting, or failed and not retried (settings that
+    cannot train, such as a learning rate that diverges). An interrupted trial counts through its retry."""
+    again = retried(study)
+    return sum(
+        1 for t in study.get_trials(deepcopy=False) if t.state in COUNTED or (t.state == TrialState.FAIL and
+                                                                              t.number not in again)
+    )  # fmt: skip
