@@ -244,3 +244,12 @@ def test_auto_prunes_nothing_when_the_schedule_length_is_searched():
     chosen, why = pruner("auto", parse_space({"epochs": "int:2:4"}, base))
     assert isinstance(chosen, optuna.pruners.NopPruner) and "schedule.epochs is searched" in why
     assert isinstance(pruner("auto", parse_space(SPACE, base))[0], optuna.pruners.MedianPruner)
+
+
+def test_a_run_with_test_scoring_off_reports_validation_only(tmp_path, capsys):
+    result = fit(load_config(None, [*TINY, "epochs=1", f"out={tmp_path}", "output.score_test=false"]))
+    assert not [k for k in result.summary if k.startswith("test_")] and result.summary["result_split"] is None
+    assert result.summary["best_val_top1"] > 0
+    said = capsys.readouterr().out
+    assert "the test split is not scored (output.score_test=false)" in said
+    assert "test not scored (output.score_test=false)" in said and "val top-1" in said

@@ -102,7 +102,10 @@ def announce(
         f"{trainer.epochs} epochs of {trainer.steps_per_epoch} steps",
         force=True,  # facts, kept under quiet=true (which hides progress)
     )
-    test = "; the test split is scored once, at the end" if splits.test else ""
+    test = ""
+    if splits.test:
+        off = "not scored (output.score_test=false)"
+        test = "; the test split is " + ("scored once, at the end" if cfg.output.score_test else off)
     say(cfg, splits.record.describe() + test, force=True)
     say(cfg, f"augmentations: {data.train_loader.augment.describe()}", force=True)
     total = total_steps(cfg.schedule, trainer.steps_per_epoch)
