@@ -55,6 +55,9 @@ def run_trial(trial: optuna.Trial, plan: TrialPlan, lock: Lock) -> float:
         else:
             for row in read_metrics(run_dir / "metrics.csv"):
                 report_epoch(trial, row, epochs)
+    except optuna.TrialPruned as pruned:
+        plan.say(f"trial {trial.number}: pruned ({pruned})")
+        raise
     except (RunStopped, KeyboardInterrupt):  # a stop on request: queued to go on from the checkpoint
         queue_retry(trial.study, trial, stopped=True)
         raise
