@@ -52,7 +52,9 @@ def test_each_trial_is_a_run_scored_on_validation_and_only_the_best_on_test(four
     result, study = four_trials
     trials = study.get_trials()
     assert len(trials) == 4 and {t.number for t in trials} == {0, 1, 2, 3}
-    assert set(trials[0].params) == {"optim.lr", "optim.label_smoothing"}
+    assert trials[0].params == {"optim.lr": 0.1, "optim.label_smoothing": 0.0}  # first: the settings' own values
+    assert trials[0].user_attrs["recipe_values"]
+    assert "(the recipe's values)" in (result.tune_dir / "trials.csv").read_text()
     for trial in trials:
         run_dir = Path(trial.user_attrs["run_dir"])
         assert (run_dir / "config.yaml").is_file() and (run_dir / "last.pt").is_file()
@@ -176,6 +178,10 @@ def test_every_value_of_the_space_is_checked_as_a_setting_before_any_trial():
 def test_the_default_space_is_centred_on_the_recipe():
     space = {d.key: d for d in default_space(load_config("fashion_mnist_fast"))}
     assert (space["optim.lr"].low, space["optim.lr"].high) == pytest.approx((0.05, 0.8))
+    from resnetlab.tune.space import recipe_values
+
+    own = recipe_values(load_config("fashion_mnist_fast"), list(space.values()))
+    assert own == {"optim.lr": 0.2, "optim.weight_decay": 5e-4, "optim.label_smoothing": 0.1, "data.crop_padding": 0}
     assert space["data.crop_padding"].choices == (0, 2, 4)
     assert "data.crop_padding" not in {d.key for d in default_space(load_config("finetune_folder"))}
 

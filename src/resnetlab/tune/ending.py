@@ -173,6 +173,8 @@ def write_report(search: Search, best: FrozenTrial, test: dict[str, Any] | None,
 def trial_row(trial: FrozenTrial, keys: list[str]) -> dict[str, Any]:
     attrs = trial.user_attrs
     state = trial.state.name.lower()
+    if attrs.get("recipe_values"):
+        state += " (the recipe's values)"
     if "retry_of" in attrs:
         state += f" (retry of {attrs['retry_of']})"
     if "pruned_after" in attrs:

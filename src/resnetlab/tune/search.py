@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from ..errors import ConfigError, RunStopped, TrainingDiverged
 from ..training.config import TrainConfig
-from .space import Dimension, default_space, parse_space
+from .space import Dimension, default_space, parse_space, recipe_values
 from .study import DONE, claim_lock, counted, fail_gone_trials, open_storage, open_study
 from .trial import ImpossibleValues, TrialPlan, run_trial
 
@@ -74,6 +74,9 @@ def open_search(settings: TuneSettings, base: TrainConfig, recipe_space: dict[st
         study = open_study(storage, recorded, optuna.samplers.TPESampler(), chosen_pruner)
         # A seeded search draws on from where the study is: a continued tune does not repeat its first values.
         study.sampler = sampler(settings.sampler_seed, len(study.get_trials(deepcopy=False)))
+        own = recipe_values(base, space)
+        if own and not study.get_trials(deepcopy=False):  # a new study: the recipe's own values first
+            study.enqueue_trial(own, user_attrs={"recipe_values": True})
     return Search(settings, tune_dir, plan, study, storage, time.perf_counter())
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..training.config import TrainConfig, validate
+from ..training.config import TrainConfig, get, validate
 from ..training.settings import SPACE_SECTION, apply, dotted_key, read_recipe
 
 KINDS = ("log", "float", "int", "choice")
@@ -47,6 +47,14 @@ class Dimension:
         if self.kind == "choice":
             return list(self.choices)
         return [int(self.low), int(self.high)] if self.kind == "int" else [self.low, self.high]
+
+    def holds(self, value: Any) -> bool:
+        """Whether `value` is one of this dimension's values."""
+        if self.kind == "choice":
+            return value in self.choices
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        return isinstance(value, int | float) and self.low <= value <= self.high
 
     def suggest(self, trial: Any) -> Any:
         """This dimension's value in an Optuna trial (a retried trial gets its original's value back)."""
@@ -154,3 +162,10 @@ def recipe_space(recipe: str | None) -> dict[str, Any]:
     if not isinstance(declared, dict):
         raise ConfigError(f"{recipe}: space: should map settings to ranges, such as `lr: log:0.01:1`")
     return declared
+
+
+def recipe_values(base: TrainConfig, space: list[Dimension]) -> dict[str, Any]:
+    """The recipe's own values of the searched keys, those inside the space: the search's first trial, so that
+    the best it finds is never one that did worse on validation than the recipe it started from."""
+    own = {d.key: get(base, d.key) for d in space}
+    return {d.key: own[d.key] for d in space if own[d.key] is not None and d.holds(own[d.key])}

@@ -47,7 +47,8 @@ def run_trial(trial: optuna.Trial, plan: TrialPlan, lock: Lock) -> float:
         cfg, run_dir, how = trial_config(plan, trial.number, params, retry_of, trial.user_attrs.get("run_dir"))
         trial.set_user_attr("run_dir", str(run_dir))
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
-        plan.say(f"trial {trial.number}: {shown}{how}")
+        own = " (the recipe's own values)" if trial.user_attrs.get("recipe_values") else ""
+        plan.say(f"trial {trial.number}: {shown}{own}{how}")
         replayed = len(read_metrics(run_dir / "metrics.csv")) if (run_dir / "metrics.csv").is_file() else 0
         summary = finished_summary(run_dir)
         if summary is None:  # the usual case; a retry of a trial whose run had finished just reads it
