@@ -151,6 +151,10 @@ def write_report(search: Search, best: FrozenTrial, test: dict[str, Any] | None,
             f"Its selected weights scored once on test, after the search: **test top-1 {100 * test['top1']:.2f}%** "
             f"(top-5 {100 * test['top5']:.2f}%). Its recipe: `best.yaml` (`resnetlab train {tune_dir / 'best.yaml'}`)."
         )
+    scored = study.user_attrs.get("test_scored", {})
+    if len(scored) > 1:  # a continued search found a better trial: each best was scored when its search ended
+        each = ", ".join(f"trial {n} ({100 * figures['top1']:.2f}%)" for n, figures in scored.items())
+        outcome += f" Scored on test over this study's life, each the best when a search ended: {each}."
     lines = [
         f"# Tune: {tune_dir.name}",
         "",
