@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..experiments import markdown_table, write_csv
 from ..files import atomic_write
 from ..training.device import cpu_description
+from ..training.finish import scored_summary
 from ..training.report import _pyplot, write_json
 from .search import Search
 from .study import claim_lock, counted, fail_gone_trials
@@ -75,11 +76,8 @@ def score_test_once(study: optuna.Study, best: FrozenTrial) -> dict[str, Any] | 
     batch_size = yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]["batch_size"]  # as train scores
     figures = evaluate(run_dir, split="test", precision=precision, batch_size=batch_size)
     test = {"top1": figures["top1"], "top5": figures["top5"], "loss": figures["loss"]}
+    summary |= scored_summary({"selected": figures, "last": figures}, "test", figures["classes"])  # as train's
     summary |= {
-        "test_top1": figures["top1"],
-        "test_top5": figures["top5"],
-        "test_loss": figures["loss"],
-        "test_per_class": dict(zip(figures["classes"], figures["per_class"])),
         "result_split": "test",
         "test_scored_by": "resnetlab tune: once, after the search, as the best trial by validation top-1",
     }
