@@ -7,19 +7,21 @@ the test images (resnetlab selects its epoch on its validation hold-out; the bar
 
 Arms:
 - resnetlab: `resnetlab train RECIPE` (fashion_mnist_fast by default: ResNet-14, 5 epochs, one-cycle).
-- bare: the same network (resnetlab's resnet14) and recipe written as the plain PyTorch loop of the tutorials:
-  torchvision's FashionMNIST dataset, a DataLoader with 2 workers, ToTensor + Normalize, SGD (Nesterov),
-  OneCycleLR without momentum cycling, label smoothing; channels_last in fp32 where the CPU has no bf16 units
+- bare: the recipe's network (resnetlab's model, with the recipe's model.args) and settings written as the plain
+  PyTorch loop of the tutorials: torchvision's FashionMNIST dataset, a DataLoader with 2 workers, the recipe's
+  flips and pad-crop as torchvision transforms, ToTensor + Normalize, SGD with the recipe's batch, lr, momentum,
+  Nesterov and weight decay, OneCycleLR (the recipe's pct_start, no momentum cycling), the recipe's label
+  smoothing (one-cycle SGD recipes only); channels_last in fp32 where the CPU has no bf16 units
   (bf16 autocast where it has), the arithmetic resnetlab picks; trained on a seeded 90% of train (the images
   resnetlab trains on number the same), scored on test after the last epoch.
 - timm (with --timm-train PATH): timm's own `train.py` and `validate.py` (from a checkout of
   github.com/huggingface/pytorch-image-models; the pip package does not carry them) on the same images written
   as an image folder (train/ the bare loop's 54,000, validation/ the other 6,000, test/; writing the PNGs is
   not timed): timm's resnet18 (--timm-model) for 1-channel 28x28 input, the recipe's batch, lr, momentum,
-  weight decay, label smoothing and epochs, cosine schedule per step after one warm-up epoch, flips and no
-  random-resized crop (as the recipe has no crops), bf16 autocast and channels_last where the CPU has bf16
-  units, 2 loader workers. train.py keeps the epoch best on validation/ (model_best.pth.tar); validate.py scores
-  it on test/. The wall time is both processes'.
+  Nesterov, weight decay, label smoothing, flips and epochs, cosine schedule per step after one warm-up epoch,
+  no random-resized crop (timm has no pad-crop: a recipe's crop_padding is not carried over), bf16 autocast and
+  channels_last where the CPU has bf16 units, 2 loader workers. train.py keeps the epoch best on validation/
+  (model_best.pth.tar); validate.py scores it on test/. The wall time is both processes'.
 
 Run: .venv/bin/python benchmarks/time_to_accuracy.py [--target 0.92] [--arms resnetlab,bare,timm] [--epochs N]
                                                       [--timm-train PATH/TO/pytorch-image-models/train.py]
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,16 +70,16 @@ def run_resnetlab(recipe: str, out: Path, extra: list[str]) -> dict:
     return {"wall_s": wall, "test_top1": summary["test_top1"], "epochs": summary["epochs"]}
 
 
-def run_bare(epochs: int, limit: int, out: Path, device: str) -> dict:
+def run_bare(recipe: str, epochs: int, limit: int, out: Path, device: str) -> dict:
     start = time.perf_counter()
     cmd = [sys.executable, __file__, "--bare-worker", "--epochs", str(epochs), "--limit", str(limit), "--out", str(out)]
-    cmd += ["--device", device]
+    cmd += ["--device", device, "--recipe", recipe]
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
     return {"wall_s": wall, **json.loads((out / "bare.json").read_text())}
 
 
-def bare_worker(epochs: int, limit: int, out: Path, device_name: str) -> None:
+def bare_worker(recipe: str, epochs: int, limit: int, out: Path, device_name: str) -> None:
     """The tutorial loop (runs in its own process, so that its start-up is timed too); on a GPU as the tutorials
     write it there: pinned loader memory, batches copied without blocking, bf16 autocast where the GPU has it."""
     import torchvision
@@ -94,24 +97,32 @@ def bare_worker(epochs: int, limit: int, out: Path, device_name: str) -> None:
         unzipped = raw / path.name.removesuffix(".gz")
         with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f, open(unzipped, "wb") as g:
             shutil.copyfileobj(f, g)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
-    train = torchvision.datasets.FashionMNIST(str(root), train=True, transform=tf)
-    test = torchvision.datasets.FashionMNIST(str(root), train=False, transform=tf)
+    cfg = bare_recipe(recipe)
+    scale = [transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))]
+    augment = [transforms.RandomCrop(28, padding=cfg.data.crop_padding)] if cfg.data.crop_padding else []
+    augment += [transforms.RandomHorizontalFlip()] if cfg.data.hflip in ("auto", "true") else []  # auto: flips
+    train = torchvision.datasets.FashionMNIST(str(root), train=True, transform=transforms.Compose(augment + scale))
+    test = torchvision.datasets.FashionMNIST(str(root), train=False, transform=transforms.Compose(scale))
     keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: min(limit, int(0.9 * len(train)))]
     pin = device.type == "cuda"
+    batch, o = cfg.optim.batch_size, cfg.optim
     loader = DataLoader(
-        Subset(train, keep.tolist()), batch_size=256, shuffle=True, num_workers=2, drop_last=True, pin_memory=pin
+        Subset(train, keep.tolist()), batch_size=batch, shuffle=True, num_workers=2, drop_last=True, pin_memory=pin
     )
     test_loader = DataLoader(test, batch_size=512, num_workers=2, pin_memory=pin)
 
     torch.manual_seed(0)
     bf16 = choose_precision("auto", "auto", device).dtype is torch.bfloat16  # the arithmetic resnetlab picks here
-    model = create_model("resnet14", num_classes=10, in_chans=1).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model = create_model(cfg.model.name, num_classes=10, in_chans=1, **cfg.model.args)
+    model = model.to(device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+    )
     steps = epochs * len(loader)
     # OneCycleLR needs a warm-up of at least 2 steps (pct_start * steps - 1 > 0), which a short check run lacks.
+    pct_start = max(cfg.schedule.pct_start, 2 / steps)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=0.2, total_steps=steps, pct_start=max(0.25, 2 / steps), cycle_momentum=False
+        opt, max_lr=o.lr, total_steps=steps, pct_start=pct_start, cycle_momentum=False
     )
     for _ in range(epochs):
         model.train()
@@ -119,7 +130,7 @@ def bare_worker(epochs: int, limit: int, out: Path, device_name: str) -> None:
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.1)
+                loss = F.cross_entropy(model(x).float(), y, label_smoothing=o.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -132,6 +143,19 @@ def bare_worker(epochs: int, limit: int, out: Path, device_name: str) -> None:
             correct += (model(x).argmax(1) == y.to(device, non_blocking=True)).sum()
     correct = int(correct)
     (out / "bare.json").write_text(json.dumps({"test_top1": correct / len(test), "epochs": epochs}))
+
+
+def bare_recipe(recipe: str) -> Any:
+    """The recipe that the bare loop and timm's train.py write out: the bare loop has one-cycle SGD only."""
+    from resnetlab.training import load_config
+
+    cfg = load_config(recipe)  # a TrainConfig
+    if cfg.optim.optimizer != "sgd" or cfg.schedule.name != "onecycle":
+        raise ValueError(
+            f"{recipe} trains with {cfg.optim.optimizer} and a {cfg.schedule.name} schedule; the bare loop writes "
+            "one-cycle SGD only (give a recipe with optimizer: sgd and schedule: onecycle)"
+        )
+    return cfg
 
 
 def write_image_folder(root: Path, limit: int) -> None:
@@ -157,7 +181,7 @@ def write_image_folder(root: Path, limit: int) -> None:
             Image.fromarray(images[row]).save(root / part / f"class{labels[row]}" / f"{row}.png")
 
 
-def run_timm(train_py: Path, model: str, epochs: int, limit: int, out: Path, device: str) -> dict:
+def run_timm(recipe_name: str, train_py: Path, model: str, epochs: int, limit: int, out: Path, device: str) -> dict:
     """timm's train.py, then its validate.py on test/ with the checkpoint train.py selected on validation/."""
     from resnetlab.training.device import choose_precision
 
@@ -169,10 +193,15 @@ def run_timm(train_py: Path, model: str, epochs: int, limit: int, out: Path, dev
         shape += ["--amp", "--amp-dtype", "bfloat16", "--channels-last"]
     else:
         shape += ["--channels-last"]
-    recipe = ["-b", "256", "--opt", "sgd", "--lr", "0.2", "--momentum", "0.9", "--weight-decay", "5e-4"]
+    cfg = bare_recipe(recipe_name)
+    o = cfg.optim
+    opt = "sgd" if o.nesterov else "momentum"  # timm's "sgd" is Nesterov momentum, its "momentum" the plain kind
+    recipe = ["-b", str(o.batch_size), "--opt", opt, "--lr", str(o.lr), "--momentum", str(o.momentum)]
+    recipe += ["--weight-decay", str(o.weight_decay), "--epochs", str(epochs)]
     recipe += ["--sched", "cosine", "--sched-on-updates", "--warmup-epochs", "1", "--cooldown-epochs", "0"]
-    recipe += ["--epochs", str(epochs)]
-    recipe += ["--smoothing", "0.1", "--scale", "1", "1", "--ratio", "1", "1", "--hflip", "0.5", "--color-jitter", "0"]
+    flip = "0.5" if cfg.data.hflip in ("auto", "true") else "0"
+    recipe += ["--smoothing", str(o.label_smoothing), "--scale", "1", "1", "--ratio", "1", "1", "--hflip", flip]
+    recipe += ["--color-jitter", "0"]
     recipe += ["--seed", "0", "--checkpoint-hist", "1", "--log-interval", "50"]
     start = time.perf_counter()
     subprocess.run(
@@ -209,7 +238,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_worker:
-        return bare_worker(args.epochs, args.limit, args.out, args.device)
+        return bare_worker(args.recipe, args.epochs, args.limit, args.out, args.device)
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - {"resnetlab", "bare", "timm"})
     if unknown:
@@ -223,7 +252,10 @@ def main() -> None:
     from resnetlab.training import load_config
     from resnetlab.training.device import choose_precision, cpu_description
 
-    cfg = load_config(args.recipe)
+    try:
+        cfg = bare_recipe(args.recipe) if {"bare", "timm"} & set(arms) else load_config(args.recipe)
+    except ValueError as err:
+        parser.error(str(err))
     epochs = args.epochs or cfg.schedule.epochs
     device = torch.device(args.device)
     chosen = choose_precision("auto", "auto", device)
@@ -251,10 +283,10 @@ def main() -> None:
                 extra += [f"limit_train={args.limit}"] if args.limit < 54_000 else []
                 results[arm] = run_resnetlab(args.recipe, args.runs or out, extra)
             elif arm == "bare":
-                results[arm] = run_bare(epochs, args.limit, out, args.device)
+                results[arm] = run_bare(args.recipe, epochs, args.limit, out, args.device)
             else:
                 results[arm] = run_timm(
-                    args.timm_train.resolve(), args.timm_model, epochs, args.limit, out, args.device
+                    args.recipe, args.timm_train.resolve(), args.timm_model, epochs, args.limit, out, args.device
                 )
             keep()
     print(f"{'arm':<10}{'epochs':>7}{'test top-1':>12}{'wall s':>9}{'to target':>13}")

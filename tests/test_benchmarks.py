@@ -77,6 +77,9 @@ def test_time_to_accuracy_asks_for_timms_train_py_for_the_timm_arm(tmp_path):
     wrong = subprocess.run([sys.executable, str(BENCH / "time_to_accuracy.py"), "--arms", "tf"], capture_output=True,
                            text=True, timeout=120)  # fmt: skip
     assert wrong.returncode == 2 and "--arms tf: the arms are resnetlab, bare and timm" in wrong.stderr
+    other = subprocess.run([sys.executable, str(BENCH / "time_to_accuracy.py"), "--recipe", "cifar10_resnet_paper",
+                            "--arms", "bare"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert other.returncode == 2 and "trains with sgd and a multistep schedule; the bare loop" in other.stderr
 
 
 TIMM_TRAIN = os.environ.get("RESNETLAB_TIMM_TRAIN", "")  # timm's train.py, from a pytorch-image-models checkout
