@@ -10,15 +10,17 @@ Arms:
 - bare: the recipe's network (resnetlab's model, with the recipe's model.args) and settings written as the plain
   PyTorch loop of the tutorials: torchvision's FashionMNIST dataset, a DataLoader with 2 workers, the recipe's
   flips and pad-crop as torchvision transforms, ToTensor + Normalize, SGD with the recipe's batch, lr, momentum,
-  Nesterov and weight decay, OneCycleLR (the recipe's pct_start, no momentum cycling), the recipe's label
-  smoothing (one-cycle SGD recipes only); channels_last in fp32 where the CPU has no bf16 units
-  (bf16 autocast where it has), the arithmetic resnetlab picks; trained on a seeded 90% of train (the images
-  resnetlab trains on number the same), scored on test after the last epoch.
+  Nesterov and weight decay, OneCycleLR (the recipe's pct_start, no momentum cycling; it rises along a cosine
+  where resnetlab rises linearly), the recipe's label smoothing (one-cycle SGD recipes on Fashion-MNIST only);
+  channels_last in fp32 where the CPU has no bf16 units (bf16 autocast where it has), the arithmetic resnetlab
+  picks; trained on a seeded 90% of train (the images resnetlab trains on number the same), scored on test after
+  the last epoch.
 - timm (with --timm-train PATH): timm's own `train.py` and `validate.py` (from a checkout of
   github.com/huggingface/pytorch-image-models; the pip package does not carry them) on the same images written
   as an image folder (train/ the bare loop's 54,000, validation/ the other 6,000, test/; writing the PNGs is
   not timed): timm's resnet18 (--timm-model) for 1-channel 28x28 input, the recipe's batch, lr, momentum,
-  Nesterov, weight decay, label smoothing, flips and epochs, cosine schedule per step after one warm-up epoch,
+  Nesterov, weight decay (biases and norm weights exempt, timm's default), label smoothing, flips and epochs,
+  cosine schedule per step after one warm-up epoch,
   no random-resized crop (timm has no pad-crop: a recipe's crop_padding is not carried over), bf16 autocast and
   channels_last where the CPU has bf16 units, 2 loader workers. train.py keeps the epoch best on validation/
   (model_best.pth.tar); validate.py scores it on test/. The wall time is both processes'.
@@ -115,8 +117,9 @@ def bare_worker(recipe: str, epochs: int, limit: int, out: Path, device_name: st
     bf16 = choose_precision("auto", "auto", device).dtype is torch.bfloat16  # the arithmetic resnetlab picks here
     model = create_model(cfg.model.name, num_classes=10, in_chans=1, **cfg.model.args)
     model = model.to(device, memory_format=torch.channels_last)
+    nesterov = o.nesterov and o.momentum > 0  # as resnetlab: Nesterov without momentum is plain SGD
     opt = torch.optim.SGD(
-        model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=nesterov, weight_decay=o.weight_decay
     )
     steps = epochs * len(loader)
     # OneCycleLR needs a warm-up of at least 2 steps (pct_start * steps - 1 > 0), which a short check run lacks.
@@ -145,16 +148,30 @@ def bare_worker(recipe: str, epochs: int, limit: int, out: Path, device_name: st
     (out / "bare.json").write_text(json.dumps({"test_top1": correct / len(test), "epochs": epochs}))
 
 
-def bare_recipe(recipe: str) -> Any:
-    """The recipe that the bare loop and timm's train.py write out: the bare loop has one-cycle SGD only."""
-    from resnetlab.training import load_config
+# Settings the bare loop does not write out: a recipe must leave them at their defaults.
+UNWRITTEN = (
+    "data.pad_mode data.cutout data.mixup data.cutmix data.brightness data.contrast data.erase data.crop_scale "
+    "data.rotate data.shear data.zoom data.translate data.policy schedule.warmup schedule.min_lr_ratio "
+    "schedule.iterations optim.grad_clip optim.ema optim.no_decay_norm_bias"
+).split()
 
-    cfg = load_config(recipe)  # a TrainConfig
-    if cfg.optim.optimizer != "sgd" or cfg.schedule.name != "onecycle":
+
+def bare_recipe(recipe: str) -> Any:
+    """The recipe (a TrainConfig) that the bare loop and timm's train.py write out: one-cycle SGD on Fashion-MNIST
+    with flips and pad-crop; a recipe that needs more is refused, rather than compared with another recipe."""
+    from resnetlab.training import TrainConfig, load_config
+
+    cfg, default = load_config(recipe), TrainConfig()
+    if cfg.optim.optimizer != "sgd" or cfg.schedule.name != "onecycle" or cfg.data.name != "fashion-mnist":
         raise ValueError(
-            f"{recipe} trains with {cfg.optim.optimizer} and a {cfg.schedule.name} schedule; the bare loop writes "
-            "one-cycle SGD only (give a recipe with optimizer: sgd and schedule: onecycle)"
+            f"{recipe} trains {cfg.data.name} with {cfg.optim.optimizer} and a {cfg.schedule.name} schedule; the "
+            "bare loop writes one-cycle SGD on fashion-mnist only (give such a recipe)"
         )
+    for key in UNWRITTEN:
+        section, name = key.split(".")
+        said, usual = getattr(getattr(cfg, section), name), getattr(getattr(default, section), name)
+        if said != usual:
+            raise ValueError(f"{recipe} sets {key}={said}, which the bare loop does not write out; leave it at {usual}")
     return cfg
 
 
@@ -195,7 +212,9 @@ def run_timm(recipe_name: str, train_py: Path, model: str, epochs: int, limit: i
         shape += ["--channels-last"]
     cfg = bare_recipe(recipe_name)
     o = cfg.optim
-    opt = "sgd" if o.nesterov else "momentum"  # timm's "sgd" is Nesterov momentum, its "momentum" the plain kind
+    # timm's "sgd" is Nesterov momentum, its "momentum" the plain kind; its optimizer exempts biases and norm
+    # weights from weight decay by default, where the recipe decays every parameter (left as timm does it)
+    opt = "sgd" if o.nesterov and o.momentum > 0 else "momentum"
     recipe = ["-b", str(o.batch_size), "--opt", opt, "--lr", str(o.lr), "--momentum", str(o.momentum)]
     recipe += ["--weight-decay", str(o.weight_decay), "--epochs", str(epochs)]
     recipe += ["--sched", "cosine", "--sched-on-updates", "--warmup-epochs", "1", "--cooldown-epochs", "0"]

@@ -79,7 +79,13 @@ def test_time_to_accuracy_asks_for_timms_train_py_for_the_timm_arm(tmp_path):
     assert wrong.returncode == 2 and "--arms tf: the arms are resnetlab, bare and timm" in wrong.stderr
     other = subprocess.run([sys.executable, str(BENCH / "time_to_accuracy.py"), "--recipe", "cifar10_resnet_paper",
                             "--arms", "bare"], capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert other.returncode == 2 and "trains with sgd and a multistep schedule; the bare loop" in other.stderr
+    assert other.returncode == 2 and "with sgd and a multistep schedule; the bare loop writes" in other.stderr
+    (tmp_path / "cut.yaml").write_text("data: {cutout: 8}\noptim: {optimizer: sgd}\nschedule: {name: onecycle}\n")
+    cut = subprocess.run([sys.executable, str(BENCH / "time_to_accuracy.py"), "--recipe", str(tmp_path / "cut.yaml"),
+                          "--arms", "resnetlab,timm", "--timm-train", str(BENCH / "time_to_accuracy.py")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert cut.returncode == 2
+    assert "sets data.cutout=8, which the bare loop does not write out; leave it at 0" in cut.stderr
 
 
 TIMM_TRAIN = os.environ.get("RESNETLAB_TIMM_TRAIN", "")  # timm's train.py, from a pytorch-image-models checkout
