@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def bare_worker(recipe: str, epochs: int, limit: int, out: Path, device_name: st
     cfg = bare_recipe(recipe)
     scale = [transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))]
     augment = [transforms.RandomCrop(28, padding=cfg.data.crop_padding)] if cfg.data.crop_padding else []
-    augment += [transforms.RandomHorizontalFlip()] if cfg.data.hflip in ("auto", "true") else []  # auto: flips
+    augment += [transforms.RandomHorizontalFlip()] if cfg.data.hflip == "true" else []
     train = torchvision.datasets.FashionMNIST(str(root), train=True, transform=transforms.Compose(augment + scale))
     test = torchvision.datasets.FashionMNIST(str(root), train=False, transform=transforms.Compose(scale))
     keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: min(limit, int(0.9 * len(train)))]
@@ -117,9 +118,8 @@ def bare_worker(recipe: str, epochs: int, limit: int, out: Path, device_name: st
     bf16 = choose_precision("auto", "auto", device).dtype is torch.bfloat16  # the arithmetic resnetlab picks here
     model = create_model(cfg.model.name, num_classes=10, in_chans=1, **cfg.model.args)
     model = model.to(device, memory_format=torch.channels_last)
-    nesterov = o.nesterov and o.momentum > 0  # as resnetlab: Nesterov without momentum is plain SGD
     opt = torch.optim.SGD(
-        model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=nesterov, weight_decay=o.weight_decay
+        model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
     )
     steps = epochs * len(loader)
     # OneCycleLR needs a warm-up of at least 2 steps (pct_start * steps - 1 > 0), which a short check run lacks.
@@ -148,18 +148,21 @@ def bare_worker(recipe: str, epochs: int, limit: int, out: Path, device_name: st
     (out / "bare.json").write_text(json.dumps({"test_top1": correct / len(test), "epochs": epochs}))
 
 
-# Settings the bare loop does not write out: a recipe must leave them at their defaults.
-UNWRITTEN = (
-    "data.pad_mode data.cutout data.mixup data.cutmix data.brightness data.contrast data.erase data.crop_scale "
-    "data.rotate data.shear data.zoom data.translate data.policy schedule.warmup schedule.min_lr_ratio "
-    "schedule.iterations optim.grad_clip optim.ema optim.no_decay_norm_bias"
-).split()
+# What the bare loop and timm's arm write out of a recipe; every other data, optim and schedule setting must be
+# left at its default (a recipe that needs more is refused, rather than compared with another recipe).
+WRITTEN = {
+    "data": {"name", "path", "crop_padding", "hflip", "stream", "tta"},
+    "optim": {"optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "label_smoothing"},
+    "schedule": {"name", "epochs", "pct_start"},
+}
 
 
 def bare_recipe(recipe: str) -> Any:
     """The recipe (a TrainConfig) that the bare loop and timm's train.py write out: one-cycle SGD on Fashion-MNIST
-    with flips and pad-crop; a recipe that needs more is refused, rather than compared with another recipe."""
+    with flips and pad-crop. Its hflip is resolved (true or false) and Nesterov without momentum made plain SGD,
+    as resnetlab trains them."""
     from resnetlab.training import TrainConfig, load_config
+    from resnetlab.training.resolve import with_flips
 
     cfg, default = load_config(recipe), TrainConfig()
     if cfg.optim.optimizer != "sgd" or cfg.schedule.name != "onecycle" or cfg.data.name != "fashion-mnist":
@@ -167,12 +170,17 @@ def bare_recipe(recipe: str) -> Any:
             f"{recipe} trains {cfg.data.name} with {cfg.optim.optimizer} and a {cfg.schedule.name} schedule; the "
             "bare loop writes one-cycle SGD on fashion-mnist only (give such a recipe)"
         )
-    for key in UNWRITTEN:
-        section, name = key.split(".")
-        said, usual = getattr(getattr(cfg, section), name), getattr(getattr(default, section), name)
-        if said != usual:
-            raise ValueError(f"{recipe} sets {key}={said}, which the bare loop does not write out; leave it at {usual}")
-    return cfg
+    for section, written in WRITTEN.items():
+        for field in fields(getattr(cfg, section)):
+            said, usual = getattr(getattr(cfg, section), field.name), getattr(getattr(default, section), field.name)
+            if field.name not in written and said != usual:
+                key = f"{section}.{field.name}"
+                raise ValueError(
+                    f"{recipe} sets {key}={said}, which the bare loop does not write out; leave it at {usual}"
+                )
+    cfg, _ = with_flips(cfg)
+    optim = replace(cfg.optim, nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0)
+    return replace(cfg, optim=optim)
 
 
 def write_image_folder(root: Path, limit: int) -> None:
@@ -214,11 +222,11 @@ def run_timm(recipe_name: str, train_py: Path, model: str, epochs: int, limit: i
     o = cfg.optim
     # timm's "sgd" is Nesterov momentum, its "momentum" the plain kind; its optimizer exempts biases and norm
     # weights from weight decay by default, where the recipe decays every parameter (left as timm does it)
-    opt = "sgd" if o.nesterov and o.momentum > 0 else "momentum"
+    opt = "sgd" if o.nesterov else "momentum"
     recipe = ["-b", str(o.batch_size), "--opt", opt, "--lr", str(o.lr), "--momentum", str(o.momentum)]
     recipe += ["--weight-decay", str(o.weight_decay), "--epochs", str(epochs)]
     recipe += ["--sched", "cosine", "--sched-on-updates", "--warmup-epochs", "1", "--cooldown-epochs", "0"]
-    flip = "0.5" if cfg.data.hflip in ("auto", "true") else "0"
+    flip = "0.5" if cfg.data.hflip == "true" else "0"
     recipe += ["--smoothing", str(o.label_smoothing), "--scale", "1", "1", "--ratio", "1", "1", "--hflip", flip]
     recipe += ["--color-jitter", "0"]
     recipe += ["--seed", "0", "--checkpoint-hist", "1", "--log-interval", "50"]
